@@ -87,15 +87,15 @@ def _decode(graphdef, params, cache: KVCache, logits, lengths, active, start, rn
     done = ~active
     reason = jnp.zeros((b,), jnp.int32)
     n_gen = jnp.zeros((b,), jnp.int32)
+    uniforms = jax.random.uniform(rng, (max_new, b), jnp.float32)  # all draws at once (see sample_tokens)
 
     def cond(carry):
         step, _, _, done, *_ = carry
         return (step < max_steps) & ~jnp.all(done)
 
     def body(carry):
-        step, buf, logps, done, reason, n_gen, cache, logits, lengths, rng = carry
-        rng, key = jax.random.split(rng)
-        tok, lp = sample_tokens(key, logits, temperature=temperature, greedy=greedy, top_k=top_k,
+        step, buf, logps, done, reason, n_gen, cache, logits, lengths = carry
+        tok, lp = sample_tokens(uniforms[step], logits, temperature=temperature, greedy=greedy, top_k=top_k,
                                 top_p=top_p, use_top_p=use_top_p)
         live = ~done
         tok = jnp.where(live, tok, 0)
@@ -111,10 +111,10 @@ def _decode(graphdef, params, cache: KVCache, logits, lengths, active, start, rn
         logits, cache = model.forward_chunk(tok[:, None], lengths[:, None], live[:, None], cache, start + step,
                                             logits_at=jnp.zeros((b,), jnp.int32))
         lengths = lengths + live
-        return step + 1, buf, logps, done | newly, reason, n_gen, cache, logits, lengths, rng
+        return step + 1, buf, logps, done | newly, reason, n_gen, cache, logits, lengths
 
-    carry = (jnp.int32(0), buf, logps, done, reason, n_gen, cache, logits, lengths, rng)
-    steps, buf, logps, done, reason, n_gen, cache, _, lengths, _ = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.int32(0), buf, logps, done, reason, n_gen, cache, logits, lengths)
+    steps, buf, logps, done, reason, n_gen, cache, _, lengths = jax.lax.while_loop(cond, body, carry)
     return buf[:, lmax - 1:], logps, n_gen, reason, steps, cache, lengths
 
 

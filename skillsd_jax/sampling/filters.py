@@ -27,8 +27,8 @@ def filter_logits(logits_BxV: Array, *, top_k: int, top_p: Array | float, use_to
     return logits_BxV
 
 
-def categorical_two_level(key: Array, logits_BxV: Array, block: int = 64) -> Array:
-    """One draw per row from softmax(logits) by inverse CDF with one uniform per row.
+def categorical_two_level(uniform_B: Array, logits_BxV: Array, block: int = 64) -> Array:
+    """One draw per row from softmax(logits) by inverse CDF of the given uniforms in [0, 1).
 
     The vocabulary is split into blocks: pick a block from the cumulative block masses, then a
     token inside it. This reads the logits a couple of times instead of drawing V Gumbel variates
@@ -42,7 +42,7 @@ def categorical_two_level(key: Array, logits_BxV: Array, block: int = 64) -> Arr
     p = jnp.pad(p, ((0, 0), (0, nb * block - v))).reshape(b, nb, block)
     block_mass = p.sum(-1)  # [B, nb]
     block_cdf = jnp.cumsum(block_mass, axis=-1)
-    u = jax.random.uniform(key, (b, 1), jnp.float32) * block_cdf[:, -1:]
+    u = uniform_B.astype(jnp.float32)[:, None] * block_cdf[:, -1:]
     bi = jnp.minimum(jnp.sum(block_cdf <= u, axis=-1), nb - 1)  # first block whose cdf exceeds u
     below = jnp.take_along_axis(block_cdf - block_mass, bi[:, None], axis=-1)
     rows = jnp.take_along_axis(p, bi[:, None, None], axis=1)[:, 0]  # [B, block]
@@ -61,9 +61,12 @@ def argmax_fast(x_BxV: Array) -> Array:
     return jnp.min(jnp.where(x_BxV == m, iota, x_BxV.shape[-1]), axis=-1)
 
 
-def sample_tokens(key: Array, logits_BxV: Array, *, temperature: Array | float, greedy: bool, top_k: int,
+def sample_tokens(uniform_B: Array, logits_BxV: Array, *, temperature: Array | float, greedy: bool, top_k: int,
                   top_p: Array | float, use_top_p: bool) -> tuple[Array, Array]:
-    """Draws one token per row; returns (tokens [B], logprobs [B]).
+    """Draws one token per row from its uniform in [0, 1); returns (tokens [B], logprobs [B]).
+
+    Callers draw the uniforms of a whole generation up front, which keeps the PRNG (small rolled
+    threefry loops on CPU) out of the decode loop.
 
     The log-prob is that of the distribution actually sampled from (temperature and filters applied).
     Greedy decoding has a degenerate distribution, so it reports the model's plain log-softmax instead.
@@ -74,7 +77,7 @@ def sample_tokens(key: Array, logits_BxV: Array, *, temperature: Array | float, 
         tokens = argmax_fast(dist)
     else:
         dist = filter_logits(logits_BxV / temperature, top_k=top_k, top_p=top_p, use_top_p=use_top_p)
-        tokens = categorical_two_level(key, dist)
+        tokens = categorical_two_level(uniform_B, dist)
     lse = jax.nn.logsumexp(dist, axis=-1)
     picked = jnp.take_along_axis(dist, tokens[:, None], axis=-1)[:, 0] - lse
     return tokens.astype(jnp.int32), picked

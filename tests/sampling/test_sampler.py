@@ -43,8 +43,8 @@ def test_sampling_follows_distribution_chi_square():
     logits = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2]])
     n = 20000
     keys = jax.random.split(jax.random.key(0), n)
-    draw = jax.jit(jax.vmap(lambda k: sample_tokens(k, logits, temperature=0.7, greedy=False, top_k=0,
-                                                    top_p=1.0, use_top_p=False)[0][0]))
+    draw = jax.jit(jax.vmap(lambda k: sample_tokens(jax.random.uniform(k, (1,)), logits, temperature=0.7,
+                                                    greedy=False, top_k=0, top_p=1.0, use_top_p=False)[0][0]))
     counts = np.bincount(np.asarray(draw(keys)), minlength=8)
     _, p = stats.chisquare(counts, _expected(jax.nn.softmax(logits[0] / 0.7), n))
     assert p > 1e-3, counts
@@ -88,8 +88,8 @@ def test_top_k_and_top_p_exclude_exactly():
     assert both.tolist() == [False, True, False, False, False, False]
     # Draws never leave the kept set and log-probs are renormalized over it.
     keys = jax.random.split(jax.random.key(1), 4000)
-    tok, lp = jax.jit(jax.vmap(lambda k: sample_tokens(k, logits, temperature=1.0, greedy=False, top_k=3,
-                                                       top_p=1.0, use_top_p=False)))(keys)
+    tok, lp = jax.jit(jax.vmap(lambda k: sample_tokens(jax.random.uniform(k, (1,)), logits, temperature=1.0,
+                                                       greedy=False, top_k=3, top_p=1.0, use_top_p=False)))(keys)
     tok, lp = np.asarray(tok)[:, 0], np.asarray(lp)[:, 0]
     assert set(np.unique(tok)) == {1, 3, 4}
     np.testing.assert_allclose(lp[tok == 1], np.log(0.30 / 0.75), atol=1e-5)
