@@ -51,11 +51,17 @@ def full_vocab_reverse_kl(
     norm_length: float | int | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Aggregated exact reverse KL `KL(pi_student || pi_teacher)`; returns `(loss, aux)`."""
+    return _aggregated_kl(reverse_kl_per_position, student_logits_BxTxV, teacher_logits_BxTxV, mask_BxT, agg,
+                          norm_length)
+
+
+def _aggregated_kl(per_position, student_logits_BxTxV, teacher_logits_BxTxV, mask_BxT, agg, norm_length):
+    """`per_position(student, teacher) -> [B,T]` on sanitized logits, aggregated over the mask."""
     _check_shapes(student_logits_BxTxV, teacher_logits_BxTxV, mask_BxT)
     m = as_mask(mask_BxT, student_logits_BxTxV)
     student = _sanitize_logits(student_logits_BxTxV, m > 0)
     teacher = _sanitize_logits(teacher_logits_BxTxV, m > 0)
-    kl_BxT = reverse_kl_per_position(student, teacher)
+    kl_BxT = per_position(student, teacher)
     loss, total, count = aggregate_loss(kl_BxT, m, agg, norm_length=norm_length)
     return loss, {"sum": total, "count": count, "tokens": jnp.sum(m), "kl": masked_mean(kl_BxT, m)}
 
@@ -100,10 +106,5 @@ def topk_reverse_kl(
     norm_length: float | int | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """Aggregated top-k + tail-bucket reverse KL (student's top-k); returns `(loss, aux)`."""
-    _check_shapes(student_logits_BxTxV, teacher_logits_BxTxV, mask_BxT)
-    m = as_mask(mask_BxT, student_logits_BxTxV)
-    student = _sanitize_logits(student_logits_BxTxV, m > 0)
-    teacher = _sanitize_logits(teacher_logits_BxTxV, m > 0)
-    kl_BxT = topk_tail_reverse_kl_per_position(student, teacher, k)
-    loss, total, count = aggregate_loss(kl_BxT, m, agg, norm_length=norm_length)
-    return loss, {"sum": total, "count": count, "tokens": jnp.sum(m), "kl": masked_mean(kl_BxT, m)}
+    return _aggregated_kl(lambda s, t: topk_tail_reverse_kl_per_position(s, t, k), student_logits_BxTxV,
+                          teacher_logits_BxTxV, mask_BxT, agg, norm_length)
