@@ -70,44 +70,40 @@ def is_solved(board: Board, state: State) -> bool:
     return state.boxes == board.targets
 
 
-def render_grid(board: Board, state: State) -> str:
-    """The observation grid, one row per line."""
+def _draw(board: Board, state: State, symbols: str, exterior: str) -> list[str]:
+    """One string per row; `symbols` lists wall, floor, target, box, box on target, player and player
+    on target in that order; cells outside the walls get `exterior`."""
+    wall, floor, target, box, box_on_target, player, player_on_target = symbols
     rows = []
     for r in range(board.height):
         row = []
         for c in range(board.width):
             p = (r, c)
             on_target = p in board.targets
-            if p in board.walls or p in board.exterior:
-                row.append(WALL)
+            if p in board.walls:
+                row.append(wall)
+            elif p in board.exterior:
+                row.append(exterior)
             elif p == state.player:
-                row.append(PLAYER_ON_TARGET if on_target else PLAYER)
+                row.append(player_on_target if on_target else player)
             elif p in state.boxes:
-                row.append(BOX_ON_TARGET if on_target else BOX)
+                row.append(box_on_target if on_target else box)
             else:
-                row.append(TARGET if on_target else FLOOR)
+                row.append(target if on_target else floor)
         rows.append("".join(row))
-    return "\n".join(rows)
+    return rows
+
+
+def render_grid(board: Board, state: State) -> str:
+    """The observation grid, one row per line."""
+    symbols = WALL + FLOOR + TARGET + BOX + BOX_ON_TARGET + PLAYER + PLAYER_ON_TARGET
+    return "\n".join(_draw(board, state, symbols, exterior=WALL))
 
 
 def to_xsb(board: Board, state: State) -> str:
     """XSB text of the room, one row per line, trailing blanks removed."""
-    rows = []
-    for r in range(board.height):
-        row = []
-        for c in range(board.width):
-            p = (r, c)
-            on_goal = p in board.targets
-            if p in board.walls:
-                row.append(_XSB_WALL)
-            elif p == state.player:
-                row.append(_XSB_PLAYER_GOAL if on_goal else _XSB_PLAYER)
-            elif p in state.boxes:
-                row.append(_XSB_BOX_GOAL if on_goal else _XSB_BOX)
-            else:
-                row.append(_XSB_GOAL if on_goal else _XSB_FLOOR)
-        rows.append("".join(row).rstrip())
-    return "\n".join(rows)
+    symbols = (_XSB_WALL + _XSB_FLOOR + _XSB_GOAL + _XSB_BOX + _XSB_BOX_GOAL + _XSB_PLAYER + _XSB_PLAYER_GOAL)
+    return "\n".join(row.rstrip() for row in _draw(board, state, symbols, exterior=_XSB_FLOOR))
 
 
 def parse_xsb(text: str) -> tuple[Board, State]:
