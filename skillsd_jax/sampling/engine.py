@@ -143,6 +143,7 @@ class Sampler:
         self.min_new = min_new_tokens_bucket
         self.warn_after_programs = warn_after_programs
         self._programs: set[tuple] = set()
+        self._cache_inits: dict[tuple[int, int], Any] = {}
         self._prefill = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
         self._decode = jax.jit(_decode, static_argnums=0, donate_argnums=2,
                                static_argnames=("max_new", "greedy", "top_k", "use_top_p"))
@@ -156,7 +157,7 @@ class Sampler:
 
     @property
     def num_compilations(self) -> int:
-        """Distinct programs compiled so far (prefill and decode shapes)."""
+        """Distinct programs compiled so far (cache initializer, prefill and decode shapes)."""
         return len(self._programs)
 
     def _note_program(self, key: tuple) -> None:
@@ -185,17 +186,25 @@ class Sampler:
         return jnp.asarray(x) if sharding is None else jax.device_put(x, sharding)
 
     def _new_cache(self, batch: int, slots: int) -> KVCache:
-        dtype = self.cache_dtype or jnp.float32
+        """A zeroed cache, made on device by one jitted program per (batch, slots) bucket (kept: a fresh
+        `jax.jit` per call would recompile at every `begin`, ~70 ms on a CPU mesh)."""
+        key = (batch, slots)
+        self._note_program(("cache_init", *key))
+        if key not in self._cache_inits:
+            init = functools.partial(KVCache.init, self.config, batch, slots, self.cache_dtype or jnp.float32)
+            self._cache_inits[key] = jax.jit(init, out_shardings=self._cache_shardings(batch, slots))
+        return self._cache_inits[key]()
+
+    def _cache_shardings(self, batch: int, slots: int) -> KVCache | None:
         if self.mesh is None:
-            return KVCache.init(self.config, batch, slots, dtype)
+            return None
         kv_spec = shd.logical_to_pspec(("batch", "kv_heads", None, None),
                                        (batch, self.config.num_kv_heads, slots, self.config.head_dim), self.mesh)
         # keys are [B, K, Dh, S]: the same spec (batch, kv heads) applies
         valid_spec = shd.logical_to_pspec(("batch", None), (batch, slots), self.mesh)
-        out = KVCache(k=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
-                      v=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
-                      valid=NamedSharding(self.mesh, valid_spec))
-        return jax.jit(functools.partial(KVCache.init, self.config, batch, slots, dtype), out_shardings=out)()
+        return KVCache(k=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
+                       v=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
+                       valid=NamedSharding(self.mesh, valid_spec))
 
     # ------------------------------------------------------------------ public API
 

@@ -14,6 +14,8 @@ from skillsd_jax.models import KVCache
 from skillsd_jax.sampling import Sampler, SamplingParams, generate
 from skillsd_jax.sampling.filters import filter_logits, sample_tokens
 
+JAXPR_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax.monitoring: one per traced program
+
 
 def test_kv_cache_decode_logits_equal_full_forward(tiny_model):
     model = tiny_model
@@ -165,6 +167,16 @@ def test_sharded_sampler_equals_unsharded(tiny_model):
     for a, b in zip(ours, ref):
         assert a.tokens == b.tokens
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    # A second call in the same buckets traces nothing: no program (the cache initializer included) is
+    # rebuilt per call, which on a pod would cost a compile at every episode start.
+    traces = []
+    listener = lambda event, duration, **kw: traces.append(event) if event == JAXPR_TRACE_EVENT else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        sampler.generate(sharded_params, prompts[::-1], max_new_tokens=6, sampling=sp, seed=6)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert traces == []
 
 
 def test_programs_are_bucketed(tiny_model):
@@ -175,7 +187,7 @@ def test_programs_are_bucketed(tiny_model):
         n = int(rng.integers(5, 9))
         prompts = [rng.integers(0, 40, int(rng.integers(3, 17))).tolist() for _ in range(n)]
         sampler.generate(params, prompts, max_new_tokens=int(rng.integers(4, 17)), sampling=sp, seed=i)
-    assert sampler.num_compilations == 2  # one prefill + one decode program
+    assert sampler.num_compilations == 3  # one cache initializer + one prefill + one decode program
 
 
 def test_bad_requests_fail_clearly(tiny_model):
