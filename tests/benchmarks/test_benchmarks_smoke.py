@@ -50,6 +50,28 @@ def test_train_step_rejects_indivisible_micro_batches():
         train_step.main(["--batch", "3", "--micro-batches", "2", "--no-reference"])
 
 
+def test_sampler_benchmark_smoke(capsys):
+    pytest.importorskip("torch")
+    from benchmarks import sampler
+
+    # --host-devices 2: the batch sharded over two of the test session's host devices.
+    returned = sampler.main(["--batch", "4", "--prompt", "8", "--new", "4", "--repeats", "1", "--host-devices", "2",
+                             "--json"])
+    out = _one_json_line(capsys)
+    assert out == json.loads(json.dumps(returned))
+    for key in ("tokens_per_s", "decode_tokens_per_s", "reference_tokens_per_s", "ratio", "compile_s", "prefill_s"):
+        assert out[key] > 0, key
+    assert out["devices"] == 2 and out["reference"] == "pytorch-generate"
+    assert out["ratio"] == pytest.approx(out["tokens_per_s"] / out["reference_tokens_per_s"])
+
+
+def test_sampler_benchmark_rejects_indivisible_devices():
+    from benchmarks import sampler
+
+    with pytest.raises(SystemExit):
+        sampler.main(["--batch", "3", "--host-devices", "2", "--no-reference"])
+
+
 @pytest.mark.parametrize("layout", ["per_step", "trajectory"])
 def test_rollout_benchmark_smoke(capsys, layout):
     from benchmarks import rollout
