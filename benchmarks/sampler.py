@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.host_devices < 1 or args.batch % args.host_devices:
-        raise SystemExit(f"--host-devices must be >= 1 and divide --batch {args.batch}, got {args.host_devices}")
+        ap.error(f"--host-devices must be >= 1 and divide --batch {args.batch}, got {args.host_devices}")
     if args.host_devices > 1 and "jax" not in sys.modules:  # the CPU client reads its device count once
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={args.host_devices}")
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import jax.numpy as jnp
 
     if len(jax.devices()) < args.host_devices:
-        raise SystemExit(f"--host-devices {args.host_devices}: jax already started with {len(jax.devices())} devices")
+        ap.error(f"--host-devices {args.host_devices}: jax already started with {len(jax.devices())} devices")
     ref_model = None if args.no_reference else torch_model(args.shape)
     model = jax_model_like(ref_model, args.shape, dtype=jnp.dtype(args.dtype))
     vocab = model.config.vocab_size
