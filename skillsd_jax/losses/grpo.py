@@ -83,8 +83,12 @@ def ppo_clip_loss(
     dual_clip: float | None = None,
     agg: str = "token-mean",
     norm_length: float | int | None = None,
+    token_weights_BxT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """PPO clipped surrogate `-min(r A, clip(r, 1-eps_low, 1+eps_high) A)`, aggregated.
+
+    `token_weights_BxT` (constants) multiply each token's surrogate: the rollout-correction weight
+    `w = pi_old_trainer / pi_sampler` (truncated or masked) when old log-probs were recomputed.
 
     `r = exp(clamp(logp - logp_old, -20, 20))`. With `dual_clip=c` (c > 1) the per-token
     loss of tokens with `A < 0` is further capped at `-c A` (verl semantics), which removes
@@ -112,6 +116,8 @@ def ppo_clip_loss(
         cap = -adv * dual_clip
         dual_active = (adv < 0) & (cap < per_token)
         per_token = jnp.where(adv < 0, jnp.minimum(per_token, cap), per_token)
+    if token_weights_BxT is not None:
+        per_token = per_token * jax.lax.stop_gradient(jnp.where(on, token_weights_BxT, 0.0))
 
     loss, total, count = aggregate_loss(per_token, m, agg, norm_length=norm_length)
     ratio_sg = jax.lax.stop_gradient(ratio)

@@ -18,8 +18,12 @@ DEFAULT_CHUNK = 256
 
 
 def chunked_logprobs(hidden_BxTxD: Array, unembed_DxV: Array, targets_BxT: Array, *, chunk_size: int = 0,
-                     with_entropy: bool = False, compute_dtype=None) -> tuple[Array, Array | None]:
-    """log softmax(h @ W)[target] per position (float32), and the entropy when asked.
+                     with_entropy: bool = False, compute_dtype=None,
+                     temperature: float = 1.0) -> tuple[Array, Array | None]:
+    """log softmax(h @ W / temperature)[target] per position (float32), and the entropy when asked.
+
+    `temperature` is the sampler's: a token drawn at temperature T must be scored under the same
+    tempered distribution, or importance ratios against the sampler's log-probs are biased.
 
     Work is split into ceil(T / chunk_size) chunks (`chunk_size=0`: automatic); padding added to the
     last chunk is dropped.
@@ -45,6 +49,8 @@ def chunked_logprobs(hidden_BxTxD: Array, unembed_DxV: Array, targets_BxT: Array
     def one(args):
         h_c, y_c = args
         logits = jnp.einsum("bcd,dv->bcv", h_c.astype(dtype), w, preferred_element_type=jnp.float32)
+        if temperature != 1.0:
+            logits = logits / temperature
         lse = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, y_c[..., None], axis=-1)[..., 0]
         logp = picked - lse

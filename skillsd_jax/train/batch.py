@@ -25,6 +25,9 @@ class TrainBatch:
     advantages: Any  # [B] or [B, T] float32
     sdl_mask: Any  # [B] float32, 1 where the row's task has a teacher signal (a skill / privileged info)
     ref_logp: Any = None  # [B, T] float32 reference-policy log-probs, only with a KL-to-reference term
+    # Rollout correction (train/rollout_correction.py): per-token weights on the policy loss for the
+    # sampler/trainer mismatch, only when old log-probs are recomputed by the trainer.
+    rollout_weights: Any = None  # [B, T] float32
     # Teacher rows, only for the full-vocabulary SDL kinds (the step computes the teacher's logits):
     teacher_ids: Any = None  # [B, Tt] int32 skill block + prompt + the same response tokens
     teacher_attention_mask: Any = None  # [B, Tt] int32
@@ -44,8 +47,10 @@ class TrainBatch:
             raise ValueError(f"TrainBatch.advantages has shape {np.shape(self.advantages)}, expected {(b,)} or {(b, t)}")
         if np.shape(self.sdl_mask) != (b,):
             raise ValueError(f"TrainBatch.sdl_mask has shape {np.shape(self.sdl_mask)}, expected {(b,)}")
-        if self.ref_logp is not None and np.shape(self.ref_logp) != (b, t):
-            raise ValueError(f"TrainBatch.ref_logp has shape {np.shape(self.ref_logp)}, expected {(b, t)}")
+        for name in ("ref_logp", "rollout_weights"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (b, t):
+                raise ValueError(f"TrainBatch.{name} has shape {np.shape(value)}, expected {(b, t)}")
         lm, am = np.asarray(self.loss_mask), np.asarray(self.attention_mask)
         if np.any((lm > 0) & (am == 0)):
             raise ValueError("TrainBatch.loss_mask is 1 on padding (attention_mask 0)")

@@ -61,6 +61,10 @@ def make_summarizer(skills_cfg: Any, *, sampler=None, params_fn=None, tokenizer=
     backend = skills_cfg.backend
     if backend == "rule":
         return RuleSummarizer()
+    if backend == "oracle":
+        from skillsd_jax.skills.backends.rule_backend import oracle_summarizer
+
+        return oracle_summarizer()
     if backend == "openai":
         o = skills_cfg.openai
         if not o.base_url or not o.model:
@@ -73,4 +77,4 @@ def make_summarizer(skills_cfg: Any, *, sampler=None, params_fn=None, tokenizer=
 
         gen = make_generate_fn(sampler, params_fn, stop_token_ids=stop_ids(tokenizer), lock=lock)
         return PolicySummarizer(gen, tokenizer, max_new_tokens=skills_cfg.policy_max_new_tokens)
-    raise ValueError(f"config.skills.backend must be 'rule', 'openai' or 'policy', got {backend!r}")
+    raise ValueError(f"config.skills.backend must be 'rule', 'oracle', 'openai' or 'policy', got {backend!r}")

@@ -6,7 +6,7 @@ from skills_testlib import episode, turn
 
 from skillsd_jax.agent.episode import Episode, Turn
 from skillsd_jax.skills.analyzers.generic import GenericAnalyzer
-from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer
+from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer, SokobanOracleAnalyzer, stuck_box_after_push
 from skillsd_jax.skills.backends.rule_backend import RuleSummarizer
 
 # Player (3,1), box (2,2), goal (3,4). Optimal plan by hand: up, right, right (box to (2,4)), up, right,
@@ -41,9 +41,45 @@ def sokoban_group(env_cls) -> list[Episode]:
     ]
 
 
-def fake_analyzer() -> SokobanAnalyzer:
-    return SokobanAnalyzer(env_from_text=sokoban_fake.FakeSokobanEnv.from_text, solve_fn=sokoban_fake.solve,
-                           is_dead_fn=sokoban_fake.is_dead)
+def fake_analyzer() -> SokobanOracleAnalyzer:
+    return SokobanOracleAnalyzer(env_from_text=sokoban_fake.FakeSokobanEnv.from_text, solve_fn=sokoban_fake.solve,
+                                 is_dead_fn=sokoban_fake.is_dead)
+
+
+def faithful_analyzer() -> SokobanAnalyzer:
+    return SokobanAnalyzer(env_from_text=sokoban_fake.FakeSokobanEnv.from_text)
+
+
+def test_faithful_sokoban_analysis_on_hand_checked_level():
+    """Same facts a reader of the episodes sees: wins, the visibly stuck push, invalid and wasted moves."""
+    group = sokoban_group(sokoban_fake.FakeSokobanEnv)
+    a = faithful_analyzer().analyze(group)
+    assert a.success_analysis == "2/4 attempts solved the level. The shortest solution used 6 moves."
+    assert a.golden_workflow == "Solve it in 6 moves:\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
+    assert "1/4 attempts pushed a box where it can never reach a target" in a.mistake_analysis
+    assert "Do not push up in this position (attempt dead, move 2)" in a.mistake_analysis
+    assert a.metadata["privileged"] is False and a.metadata["deadlocks"] == 1
+
+
+def test_faithful_sokoban_without_wins_gives_no_plan():
+    group = sokoban_group(sokoban_fake.FakeSokobanEnv)[2:]
+    a = faithful_analyzer().analyze(group)
+    assert a.metadata["workflow_source"] == "advice"
+    assert "Optimal" not in a.golden_workflow and "optimal" not in a.success_analysis
+    assert "corner" in a.golden_workflow  # general advice, no level-specific solution
+
+
+def test_stuck_box_rules():
+    """The two by-eye rules, each with a case where a target on the wall keeps the box alive."""
+    corner = ("#####\n#  .#\n#   #\n# $@#\n#####", "#####\n#  .#\n#   #\n#$@ #\n#####")
+    assert stuck_box_after_push(*corner)  # pushed left into the bottom-left corner
+    bare_wall = ("######\n#    #\n# $  #\n# @ .#\n######", "######\n# $  #\n# @  #\n#   .#\n######")
+    assert stuck_box_after_push(*bare_wall)  # against the top wall, no target along it
+    wall_with_target = ("######\n#  @ #\n#  $ #\n#.   #\n######", "######\n#    #\n#  @ #\n#. $ #\n######")
+    assert not stuck_box_after_push(*wall_with_target)  # the bottom wall's stretch holds a target
+    next_to_target = ("#####\n#.  #\n# $ #\n# @ #\n#####", "#####\n#.$ #\n# @ #\n#   #\n#####")
+    assert not stuck_box_after_push(*next_to_target)
+    assert not stuck_box_after_push(corner[1], corner[1])  # nothing moved
 
 
 def test_sokoban_analysis_on_hand_checked_level():
@@ -60,7 +96,7 @@ def test_sokoban_analysis_on_hand_checked_level():
     assert a.metadata["deadlocks"] == 1 and a.metadata["workflow_source"] == "episode:short"
 
 
-def test_sokoban_without_wins_uses_the_solver_plan():
+def test_oracle_sokoban_without_wins_uses_the_solver_plan():
     group = sokoban_group(sokoban_fake.FakeSokobanEnv)[2:]
     a = fake_analyzer().analyze(group)
     assert a.success_analysis == ("No attempt solved the level (2 tries). "
@@ -112,11 +148,11 @@ def test_generic_analysis_search_qa_answers_vs_gold():
     group = [_qa("q1", [_search("capital of france"), _answer("Lyon", 0.0)]),
              _qa("q2", [_answer("lyon.", 0.0)]),
              _qa("q3", [_search("france"), _search("france city")])]
-    a = GenericAnalyzer().analyze(group)
+    a = GenericAnalyzer(reveal_answers=True).analyze(group)  # the oracle's setting
     assert "Wrong final answers: 'Lyon' (2x); the expected answer is 'Paris'." in a.mistake_analysis
     assert "1/3 attempts never gave an <answer>" in a.mistake_analysis
     assert a.success_analysis.startswith("No attempt succeeded (3 tries")
-    hidden = GenericAnalyzer(reveal_answers=False).analyze(group)
+    hidden = GenericAnalyzer().analyze(group)  # the default never quotes the gold answer
     assert "Paris" not in hidden.mistake_analysis + hidden.success_analysis + hidden.golden_workflow
     won = GenericAnalyzer().analyze(group + [_qa("q4", [_search("capital of france"), _answer("the Paris", 1.0)],
                                                  won=True)])

@@ -71,5 +71,9 @@ def test_sokoban_end_to_end_with_real_env(tmp_path):
     assert "Do not push up in this position (attempt dead, move 2)" in skill.mistake_analysis
     assert skill.golden_workflow == "Solve it in 6 moves:\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
     no_win = RuleSummarizer().summarize(group[2:], step=0)[0]
-    assert no_win.golden_workflow.startswith("Optimal plan (6 moves):")
+    assert no_win.metadata["workflow_source"] == "advice" and "Optimal" not in no_win.golden_workflow
+    from skillsd_jax.skills.backends.rule_backend import oracle_summarizer
+
+    oracle = oracle_summarizer().summarize(group[2:], step=0)[0]
+    assert oracle.golden_workflow.startswith("Optimal plan (6 moves):") and oracle.metadata["privileged"]
     _check_blocks(skill, "1. up")

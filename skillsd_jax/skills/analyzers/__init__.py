@@ -2,6 +2,6 @@
 
 from skillsd_jax.skills.analyzers.common import Analysis, Analyzer
 from skillsd_jax.skills.analyzers.generic import GenericAnalyzer
-from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer
+from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer, SokobanOracleAnalyzer
 
-__all__ = ["Analysis", "Analyzer", "GenericAnalyzer", "SokobanAnalyzer"]
+__all__ = ["Analysis", "Analyzer", "GenericAnalyzer", "SokobanAnalyzer", "SokobanOracleAnalyzer"]

@@ -2,8 +2,8 @@
 AppWorld, WebShop): outcome, invalid actions, the most repeated failing action, the shortest
 winning action sequence as the workflow, and for Search-QA the final answers against the gold ones.
 
-`reveal_answers` (default True) lets the Search-QA mistake analysis quote the gold answer; turn it
-off when skills must not carry privileged information.
+`reveal_answers` lets the Search-QA mistake analysis quote the gold answer. That is privileged
+information (the OPD teacher's), so it is off by default and only the `oracle` backend turns it on.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from skillsd_jax.skills.analyzers.common import (Analysis, attempted_action, inv
 class GenericAnalyzer:
     """Works from the Episode record alone (no environment replay)."""
 
-    def __init__(self, *, reveal_answers: bool = True, max_listed: int = 3):
+    def __init__(self, *, reveal_answers: bool = False, max_listed: int = 3):
         self.reveal_answers = reveal_answers
         self.max_listed = max_listed
 

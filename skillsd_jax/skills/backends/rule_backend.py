@@ -1,8 +1,11 @@
-"""Deterministic, model-free summarizer for CPU runs and tests.
+"""Deterministic, model-free summarizers for CPU runs and tests.
 
-Picks an analyzer by `episode.env_name` ("sokoban" -> `SokobanAnalyzer`, anything else ->
-`GenericAnalyzer`). If the dedicated analyzer fails on a group (e.g. an episode without the data
-it replays), the generic analyzer is used instead; both failures are counted and logged.
+`RuleSummarizer` (backend `rule`, the default) picks an analyzer by `episode.env_name` ("sokoban" ->
+`SokobanAnalyzer`, anything else -> `GenericAnalyzer`); both use only what the episodes show.
+`oracle_summarizer()` (backend `oracle`) uses the privileged analyzers: the solver's plan and exact
+deadlocks for Sokoban, gold answers for Search-QA. It is an upper bound, never a default.
+If the dedicated analyzer fails on a group (e.g. an episode without the data it replays), the
+generic analyzer is used instead; both failures are counted and logged.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Mapping
 from skillsd_jax.agent.episode import Episode
 from skillsd_jax.skills.analyzers.common import Analysis, Analyzer
 from skillsd_jax.skills.analyzers.generic import GenericAnalyzer
-from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer
+from skillsd_jax.skills.analyzers.sokoban import SokobanAnalyzer, SokobanOracleAnalyzer
 from skillsd_jax.skills.prompting import DEFAULT_LIMITS, FieldLimits, SkillParseError, validate_skill_fields
 from skillsd_jax.skills.skill import Skill
 from skillsd_jax.skills.summarizer import Summarizer, group_by_task
@@ -24,6 +27,14 @@ log = logging.getLogger(__name__)
 
 def default_analyzers() -> dict[str, Analyzer]:
     return {"sokoban": SokobanAnalyzer()}
+
+
+def oracle_summarizer(limits: FieldLimits = DEFAULT_LIMITS) -> "RuleSummarizer":
+    """The privileged variant: skills that may carry the level's solution or the gold answer."""
+    summarizer = RuleSummarizer({"sokoban": SokobanOracleAnalyzer()}, default=GenericAnalyzer(reveal_answers=True),
+                                limits=limits)
+    summarizer.name = "oracle"
+    return summarizer
 
 
 class RuleSummarizer(Summarizer):
