@@ -75,7 +75,15 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rows.length_quantum = 64  # pad row length to a power of two >= this
     c.rows.max_length = 0  # 0: no cap; else rows are cut to this many tokens
 
-    c.advantage = ml_collections.ConfigDict(dict(norm_std=True))  # norm_std=False is Dr.GRPO
+    c.advantage = ml_collections.ConfigDict()  # episode returns -> advantages (train/returns.py)
+    c.advantage.mode = "group"  # group (GRPO) | batch | group_then_batch (all-fail groups still get signal)
+    c.advantage.norm_std = True  # False is Dr.GRPO
+    c.advantage.batch_weight = 0.5  # group_then_batch: weight of the group-vs-batch term
+    c.advantage.truncation_penalty = 1.0  # truncated episode with no finished failure in its group loses this
+
+    c.rollout_correction = ml_collections.ConfigDict()  # sampler/trainer mismatch (needs recompute_old_logp)
+    c.rollout_correction.mode = "none"  # none | tis (truncated IS per token) | mis (masked IS per row)
+    c.rollout_correction.threshold = 2.0  # tis: truncation; mis: rows outside [1/t, t] are dropped
 
     c.loss = ml_collections.ConfigDict()
     c.loss.grpo_coef = 1.0
@@ -109,17 +117,25 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.warmstart = ml_collections.ConfigDict()  # supervised warm-up on expert demonstrations before RL
     c.warmstart.steps = 0  # 0: off
-    c.warmstart.num_tasks = 64  # demonstration tasks (train seeds 0..n-1)
+    c.warmstart.num_tasks = 64  # demonstration tasks (train seeds first_seed..first_seed+n-1)
+    c.warmstart.first_seed = 0  # put it past env.num_train_tasks to keep RL levels unseen by the warm-up
     c.warmstart.rows_per_step = 16
     c.warmstart.learning_rate = 1e-3
     c.warmstart.warmup_steps = 10
     c.warmstart.answer_template = "<think>Next: {action}.</think><action>{action}</action>"
+    # Demonstrations carrying a skill block in the teacher's format (train/skill_demos.py), so that a
+    # model trained from scratch learns to read skills: workflow it follows / advice only / another level's.
+    c.warmstart.skill_match = 0.0
+    c.warmstart.skill_advice = 0.0
+    c.warmstart.skill_other = 0.0
 
     c.skills = ml_collections.ConfigDict()
-    c.skills.backend = "rule"  # rule | openai | policy
+    c.skills.backend = "rule"  # rule (faithful) | oracle (privileged: solver plans, gold answers) | openai | policy
+    c.skills.granularity = "group"  # group: one skill per task group | episode: one skill per episode
+    c.skills.max_untried_per_task = 1  # no new skill for a task while this many wait for a first credit (0: off)
     c.skills.capacity_per_task = 8
-    c.skills.ucb_c = 1.0
-    c.skills.credit = "next_visit"  # next_visit | same_step | won_rate_next_visit
+    c.skills.ucb_c = 1.0  # exploration bonus on the credit scale below ([0, 1])
+    c.skills.credit = "won_rate_next_visit"  # won_rate_next_visit (success, [0, 1]) | next_visit (return) | same_step
     c.skills.workers = 2  # background summarizer threads
     c.skills.max_queue = 64  # back-pressure: submissions beyond this are dropped (counted)
     c.skills.drain_timeout_s = 60.0  # wait for pending summaries before a checkpoint
@@ -128,6 +144,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 25  # iterations between evaluations (0: never during training)
+    c.eval.at_start = True  # evaluate once before the first RL iteration (after the warm-up)
     c.eval.at_end = True
     c.eval.num_tasks = 64  # test-split tasks, one greedy episode each
     c.eval.temperature = 0.0

@@ -16,6 +16,8 @@ def get_config(arg: str | None = None):
     preset = switches.get("preset", "verl_agent")  # verl_agent: 6x6, 1 box, 15 steps | skill_sd: 2 boxes, 40 steps
     c.env.name = "sokoban"
     c.env.kwargs.preset = preset
+    c.env.kwargs.invalid_action_penalty = 0.1  # reward of an unparseable answer (a format penalty when larger)
+    c.env.kwargs.distance_shaping = 0.0  # potential-based box-distance shaping (0: gym-sokoban rewards)
     # A fixed training set, so tasks recur and their skill buffers fill (the paper: 96 levels).
     c.env.num_train_tasks = 96 if preset == "skill_sd" else 16
     c.eval.num_tasks = 64 if preset == "skill_sd" else 32  # the paper's 64 test levels

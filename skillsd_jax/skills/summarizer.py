@@ -69,6 +69,8 @@ class AsyncSummarizer:
         self._poll_s = poll_s
         self._counts = {"submitted": 0, "completed": 0, "failed": 0, "dropped": 0, "skills_added": 0,
                         "duplicates": 0, "empty": 0, "discarded_on_close": 0}
+        self._latency_sum_s = 0.0
+        self._latency_max_s = 0.0
         self._workers = [threading.Thread(target=self._work, name=f"skill-summarizer-{i}", daemon=True)
                          for i in range(max_workers)]
         for w in self._workers:
@@ -93,11 +95,15 @@ class AsyncSummarizer:
 
     def stats(self) -> dict[str, Any]:
         """Counters: submitted, completed (incl. `empty`: finished without a skill), failed (raised), dropped
-        (queue full or closed), skills_added, duplicates, discarded_on_close, queued, in_flight, backend."""
+        (queue full or closed), skills_added, duplicates, discarded_on_close, queued, in_flight; the mean
+        and max seconds a summary took (latency_mean_s, latency_max_s); backend (its own counters)."""
         with self._cond:
             out: dict[str, Any] = dict(self._counts)
             out["queued"] = self._queue.qsize()
             out["in_flight"] = self._unfinished - out["queued"]
+            finished = self._counts["completed"] + self._counts["failed"]
+            out["latency_mean_s"] = self._latency_sum_s / finished if finished else 0.0
+            out["latency_max_s"] = self._latency_max_s
         out["backend"] = self.summarizer.stats()
         return out
 
@@ -144,6 +150,7 @@ class AsyncSummarizer:
             except queue.Empty:
                 continue
             outcome, added, dupes = "failed", 0, 0
+            started = time.monotonic()
             try:
                 good = [e for e in episodes if e.error is None]  # crashed episodes teach nothing
                 skills = self.summarizer.summarize(good, step=step) if good else []
@@ -163,5 +170,8 @@ class AsyncSummarizer:
                     self._counts[outcome] += 1
                     self._counts["skills_added"] += added
                     self._counts["duplicates"] += dupes
+                    took = time.monotonic() - started
+                    self._latency_sum_s += took
+                    self._latency_max_s = max(self._latency_max_s, took)
                     self._unfinished -= 1
                     self._cond.notify_all()

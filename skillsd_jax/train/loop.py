@@ -1,13 +1,8 @@
-"""The training loop: rollouts -> skills -> teacher scoring -> `train_step` -> teacher sync, repeated.
+"""The training loop: the `Trainer` owns the host-side parts of a run and repeats one iteration.
 
-Host-side orchestration only: the math lives in the pure jitted step (`step.py`). One iteration
-(ALGORITHM.md):
-  1. B tasks x G episodes with the acting policy (plain prompt unless the method says otherwise);
-  2. finished episodes go to the async summarizer (skills into the persistent bank); groups credit
-     the skills used on their task before (UCB statistics);
-  3. one skill per task by UCB -> teacher prompts (or privileged information for OPD/OPSD);
-  4. the teacher re-scores the student's own tokens under its prompt (forward only, constants);
-  5. `L_GRPO + lambda * L_SDL` update; 6. teacher sync.
+Host-side orchestration only: the math lives in the pure jitted step (`step.py`) and each of the six
+steps of an iteration is a function in `iteration.py` (rollout -> credit -> batch -> update -> sync ->
+summarize); `Trainer.train_iteration` calls them in that order. See docs/algorithm.md.
 """
 
 from __future__ import annotations
@@ -27,26 +22,30 @@ import numpy as np
 from flax import nnx
 
 from skillsd_jax import sharding as shd
-from skillsd_jax.agent import (PromptBuilder, PromptConfig, RolloutConfig, RolloutEngine, build_rows,
-                               group_returns, privileged_block, row_advantages)
-from skillsd_jax.losses import grpo_advantages
+from skillsd_jax.agent import PromptBuilder, PromptConfig, RolloutConfig, RolloutEngine
 from skillsd_jax.models.tokenizer import load_tokenizer
 from skillsd_jax.sampling import Sampler
-from skillsd_jax.train import builders
+from skillsd_jax.train import builders, iteration as steps
 from skillsd_jax.train.batch import TrainBatch
 from skillsd_jax.train.checkpoint import Checkpointer
 from skillsd_jax.train.config_utils import dataclass_from, require
 from skillsd_jax.train.evaluate import episode_metrics
+from skillsd_jax.train.guidance import Guide
 from skillsd_jax.train.methods import get_method
 from skillsd_jax.train.metrics import MetricsWriter, format_line, plot_metrics
 from skillsd_jax.train.optimizer import OptimizerConfig, make_optimizer
+from skillsd_jax.train.returns import AdvantageConfig
+from skillsd_jax.train.rollout_correction import RolloutCorrectionConfig
 from skillsd_jax.train.state import TeacherSyncConfig, init_state, sync_teacher, teacher_params
+from skillsd_jax.train.stats import wilson_interval
 from skillsd_jax.train.step import LossConfig, StepConfig, make_score_fn, make_train_step
 from skillsd_jax.train.tasks import TaskIterator
 
 log = logging.getLogger(__name__)
 CONSOLE_KEYS = ("train/return_mean", "train/success_rate", "train/valid_action_rate", "loss/grpo_loss",
-                "loss/sdl_loss", "loss/grad_norm", "skills/bank_size", "eval/success_rate", "time/iteration_s")
+                "loss/sdl_loss", "teacher/skill_logp_gain", "rows/sdl_rows", "skills/bank_size", "skills/failed",
+                "skills/dropped", "eval/success_rate", "time/iteration_s")
+NO_TEACHER_WARN_AFTER = 3  # iterations in a row without teacher rows before a method with SDL warns
 
 
 class Trainer:
@@ -70,7 +69,11 @@ class Trainer:
 
         loss = dataclass_from(c.loss, LossConfig, "loss",
                               grpo_coef=c.loss.grpo_coef if self.method.grpo else 0.0,
-                              sdl_coef=c.loss.sdl_coef if self.method.sdl else 0.0)
+                              sdl_coef=c.loss.sdl_coef if self.method.sdl else 0.0,
+                              temperature=float(c.rollout.temperature))
+        # Whether the teacher term is on is decided here, once: it drives the teacher prompts, the
+        # teacher scoring and the batch's SDL mask.
+        self.sdl_on = self.method.sdl and loss.sdl_coef > 0
         opt = dataclass_from(c.optimizer, OptimizerConfig, "optimizer")
         self.step_config = StepConfig(loss=loss, optimizer=opt, micro_batches=c.micro_batches)
         sync_mode = self.method.teacher_sync or c.teacher_sync.mode
@@ -83,7 +86,7 @@ class Trainer:
         self.state_lock = threading.Lock()
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self._train_step = None  # built on the first batch (its pytree structure fixes the shardings)
-        self.score = make_score_fn(self.graphdef, chunk=loss.logprob_chunk)
+        self.score = make_score_fn(self.graphdef, chunk=loss.logprob_chunk, temperature=loss.temperature)
         self.sync = jax.jit(functools.partial(sync_teacher, sync=self.sync_config), donate_argnums=0)
         self.reference_params = jax.tree.map(jnp.copy, params) if loss.kl_coef > 0 else None
 
@@ -102,11 +105,20 @@ class Trainer:
                                      self.env_max_turns, self.rollout_config)
         self.eval_pool = None
         self.eval_rollout = None
+        eval_cfg = dataclasses.replace(self.rollout_config, temperature=c.eval.temperature)
         if c.eval.every > 0 or c.eval.at_end:
             self.eval_pool = builders.env_pool(c.env, "eval", c.eval.num_tasks)  # one env per eval task
-            eval_cfg = dataclasses.replace(self.rollout_config, temperature=c.eval.temperature)
             self.eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.eval_pool, self.prompts, c.env.name,
                                               self.env_max_turns, eval_cfg)
+        # Acting with the selected skill vs without, on training tasks that have one (same greedy decoding).
+        self.skill_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.train_pool, self.prompts,
+                                                c.env.name, self.env_max_turns, eval_cfg)
+        self.batch_spec = steps.BatchSpec(
+            layout=c.rows.layout, sdl_on=self.sdl_on, full_vocab_teacher=loss.sdl_kind != "sampled",
+            recompute_old_logp=c.recompute_old_logp, row_multiple=c.micro_batches * self._data_parallel(),
+            length_quantum=c.rows.length_quantum, max_length=c.rows.max_length or None,
+            advantage=dataclass_from(c.advantage, AdvantageConfig, "advantage"),
+            correction=dataclass_from(c.rollout_correction, RolloutCorrectionConfig, "rollout_correction"))
 
         self.bank = self.tracker = self.summarizer = None
         self.bank_path = os.path.join(self.workdir, "skills.sqlite")
@@ -117,7 +129,9 @@ class Trainer:
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), max_to_keep=c.checkpoint.keep)
         self.metrics = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
         self.iteration = 0
-        self._skill_cache: dict[str, Any] = {}
+        self.guide = Guide()
+        self.task_seeds: dict[str, int] = {}  # task id -> seed, for acting on tasks that have skills
+        self._no_teacher_rows = 0
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -130,7 +144,17 @@ class Trainer:
         require(c.rows.layout in ("per_step", "trajectory"), "config.rows.layout must be 'per_step' or 'trajectory'")
         require(c.rows.layout == c.rollout.layout or c.rows.layout == "per_step",
                 "config.rows.layout='trajectory' needs config.rollout.layout='trajectory' (one growing sequence)")
-        require(c.skills.backend in ("rule", "openai", "policy"), "config.skills.backend must be rule|openai|policy")
+        require(c.skills.backend in ("rule", "oracle", "openai", "policy"),
+                "config.skills.backend must be rule|oracle|openai|policy")
+        require(c.skills.granularity in ("group", "episode"), "config.skills.granularity must be group|episode")
+        # The trainer scores tokens at the sampling temperature but does not reproduce top-k / top-p
+        # truncation, so ratios against filtered sampling distributions would be biased.
+        require(c.rollout.top_k == 0 and c.rollout.top_p >= 1.0,
+                "config.rollout.top_k / top_p: training rollouts must sample the full tempered distribution "
+                "(top_k=0, top_p=1.0); the trainer's log-probs do not apply those filters")
+        require(c.rollout.temperature > 0, "config.rollout.temperature must be > 0 for training rollouts")
+        require(c.rollout_correction.mode == "none" or c.recompute_old_logp,
+                "config.rollout_correction needs config.recompute_old_logp=True (it weighs trainer vs sampler)")
         if self.method.sdl and c.loss.sdl_kind != "sampled":
             log.warning("sdl_kind=%s materializes [B,T,V] student and teacher logits", c.loss.sdl_kind)
 
@@ -179,112 +203,52 @@ class Trainer:
                                                batch_shardings=batch_sh)
         return self._train_step
 
-    # ------------------------------------------------------------------ guidance
+    def _data_parallel(self) -> int:
+        return 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
 
-    def _skill_for(self, task_id: str):
-        """One skill per task per iteration, chosen by UCB (cached so acting and teaching agree)."""
-        if task_id not in self._skill_cache:
-            skill = self.bank.select(task_id) if self.bank is not None else None
-            self._skill_cache[task_id] = skill
-            if skill is not None:
-                self.tracker.record_use(task_id, skill.skill_id, self.iteration)
-        return self._skill_cache[task_id]
+    def _render_skill(self, skill) -> str:
+        from skillsd_jax.skills import render_skill_block
 
-    def _guidance(self, kind: str, episode) -> str:
-        if kind == "privileged":
-            return privileged_block(episode.initial_info)
-        if kind == "skill":
-            from skillsd_jax.skills import render_skill_block
-
-            skill = self._skill_for(episode.task_id)
-            if skill is None:
-                return ""
-            return render_skill_block(skill, tokenizer=self.tokenizer, max_tokens=self.config.prompt.max_guidance_tokens)
-        return ""
+        return render_skill_block(skill, tokenizer=self.tokenizer, max_tokens=self.config.prompt.max_guidance_tokens)
 
     # ------------------------------------------------------------------ one iteration
 
     def train_iteration(self) -> dict[str, Any]:
+        """rollout -> credit -> batch -> update -> sync -> summarize (each step in `iteration.py`)."""
         c, m = self.config, self.method
         t_start = time.perf_counter()
         self.iteration += 1
-        self._skill_cache = {}
-        seeds = self.tasks.next(self.tasks_per_iter)
-
+        it = self.iteration
+        self.guide = Guide(bank=self.bank, tracker=self.tracker, iteration=it, render=self._render_skill)
         act_params = teacher_params(self.state) if m.act_with_teacher else self.state.params
-        act_guide = functools.partial(self._guidance, m.act_guidance) if m.act_guidance else None
-        episodes, rstats = self.rollout.run(act_params, seeds, self.group_size, seed=c.seed * 1_000_003 + self.iteration,
-                                            episode_prefix=f"it{self.iteration}", guidance=act_guide)
-        metrics: dict[str, Any] = {**episode_metrics(episodes, "train"), **rstats.as_metrics()}
 
-        # Skills: credit earlier uses with these groups, then summarize the new episodes (async).
-        by_task: dict[str, list] = collections.defaultdict(list)
-        for ep in episodes:
-            if ep.error is None:
-                by_task[ep.task_id].append(ep)
-        if self.tracker is not None:
-            for task_id, group in by_task.items():
-                self.tracker.observe_group(task_id, self.iteration, [e.total_reward for e in group],
-                                           [e.won for e in group])
+        episodes, metrics = steps.rollout(self.rollout, act_params, self.tasks.next(self.tasks_per_iter),
+                                          self.group_size, seed=c.seed * 1_000_003 + it, prefix=f"it{it}",
+                                          guidance=self.guide.bind(m.act_guidance))
+        self.task_seeds.update({ep.task_id: ep.seed for ep in episodes})
+        groups = steps.credit(self.tracker, episodes, it)
 
-        # Rows (student + teacher), advantages, teacher scores.
         t0 = time.perf_counter()
-        # Rows keep the sampled prompts unless the method trains under another prompt than it acted with
-        # (off-policy: acted with skills, trained plain).
-        student_guide = (None if m.act_guidance == m.student_guidance
-                         else functools.partial(self._guidance, m.student_guidance))
-        teacher_guide = functools.partial(self._guidance, m.teacher_guidance)
-        data_parallel = 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        rows = build_rows(episodes, self.prompts, c.rows.layout, teacher_guidance=teacher_guide,
-                          student_guidance=student_guide, row_multiple=c.micro_batches * data_parallel,
-                          length_quantum=c.rows.length_quantum, max_length=c.rows.max_length or None)
-        returns, groups, valid = group_returns(episodes)
-        ep_adv = np.asarray(grpo_advantages(jnp.asarray(returns), jnp.asarray(groups), norm_std=c.advantage.norm_std,
-                                            valid_N=jnp.asarray(valid)))
-        advantages = row_advantages(rows, ep_adv)
-        old_logp = rows.old_logp
-        if c.recompute_old_logp:
-            old_logp = np.asarray(self.score(self.state.params, rows.input_ids, rows.attention_mask)) * rows.loss_mask
-        sdl_on = self.step_config.loss.sdl_coef > 0 and rows.has_guidance.any()
-        if sdl_on and self.step_config.loss.sdl_kind == "sampled":
-            full = self.score(teacher_params(self.state), rows.teacher_ids, rows.teacher_attention_mask)
-            teacher_logp = rows.teacher_aligned(np.asarray(full))
-        else:
-            teacher_logp = np.zeros_like(old_logp)
-        full_vocab = sdl_on and self.step_config.loss.sdl_kind != "sampled"
-        batch = TrainBatch(
-            input_ids=rows.input_ids, attention_mask=rows.attention_mask, loss_mask=rows.loss_mask,
-            old_logp=old_logp.astype(np.float32), teacher_logp=teacher_logp, advantages=advantages,
-            sdl_mask=(rows.has_guidance if sdl_on else np.zeros_like(rows.has_guidance)).astype(np.float32),
-            ref_logp=(np.asarray(self.score(self.reference_params, rows.input_ids, rows.attention_mask)) * rows.loss_mask
-                      if self.reference_params is not None else None),
-            teacher_ids=rows.teacher_ids if full_vocab else None,
-            teacher_attention_mask=rows.teacher_attention_mask if full_vocab else None,
-            teacher_index=rows.teacher_index if full_vocab else None)
-        batch.validate()
+        scoring = steps.Scoring(self.score, self.state.params, teacher_params(self.state), self.reference_params)
+        batch, batch_metrics = steps.make_batch(episodes, m, self.prompts, self.guide, scoring, self.batch_spec)
+        metrics.update(batch_metrics)
         metrics["time/scoring_s"] = time.perf_counter() - t0
-        metrics["rows/count"] = float(rows.num_real)
-        metrics["rows/padded_shape"] = f"{rows.input_ids.shape[0]}x{rows.input_ids.shape[1]}"
-        metrics["rows/tokens"] = float(rows.attention_mask.sum())
-        metrics["rows/sdl_rows"] = float(batch.sdl_mask.sum())
+        self._watch_teacher_rows(batch_metrics["rows/sdl_rows"])
 
-        # The update (dispatched; host work below overlaps with it), then the teacher sync.
         t0 = time.perf_counter()
         step = self._step_fn(batch)
         if self.mesh is not None:
             batch = jax.device_put(batch, self._batch_shardings)
         with self.state_lock:
-            self.state, step_metrics = step(self.state, batch)
-            self.state = self.sync(self.state, self.iteration)
+            self.state, step_metrics = steps.update(step, self.state, batch)
+            self.state = self.sync(self.state, it)
 
-        if self.summarizer is not None:
-            for group in by_task.values():
-                self.summarizer.submit(group, step=self.iteration)
-            stats = self.summarizer.stats()
-            metrics.update({f"skills/{k}": float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-            metrics["skills/bank_size"] = float(len(self.bank))
-            metrics["skills/tasks_with_skill"] = float(np.mean([self._skill_cache.get(t) is not None
-                                                                for t in by_task])) if by_task else 0.0
+        if self.summarizer is not None:  # host work that overlaps with the dispatched update
+            metrics.update(steps.summarize(self.summarizer, self.bank, groups, it,
+                                           per_episode=c.skills.granularity == "episode",
+                                           max_untried=c.skills.max_untried_per_task))
+            metrics["skills/tasks_with_skill"] = (float(np.mean([self.guide.chosen.get(t) is not None for t in groups]))
+                                                  if groups else 0.0)
         step_metrics = jax.device_get(step_metrics)
         metrics["time/train_step_s"] = time.perf_counter() - t0
         metrics.update({f"loss/{k}": float(v) for k, v in step_metrics.items()})
@@ -292,24 +256,81 @@ class Trainer:
         metrics["sampler/programs"] = float(self.sampler.num_compilations)
         return metrics
 
+    def _watch_teacher_rows(self, sdl_rows: float) -> None:
+        """Warns when a method with a teacher term trained several iterations in a row without one."""
+        if not self.sdl_on:
+            return
+        self._no_teacher_rows = self._no_teacher_rows + 1 if sdl_rows == 0 else 0
+        if self._no_teacher_rows == NO_TEACHER_WARN_AFTER or (self._no_teacher_rows and self._no_teacher_rows % 10 == 0):
+            log.warning("method %s has had no teacher rows for %d iterations in a row (empty skill buffers? "
+                        "summarizer failures: see skills/failed, skills/dropped): SDL is contributing nothing",
+                        self.method.name, self._no_teacher_rows)
+
     def evaluate(self) -> dict[str, Any]:
+        """Held-out success (one greedy episode per test task) with its 95% Wilson interval, and, for
+        methods with skills, the policy on training tasks with a skill: acting plain vs with the skill."""
         episodes, stats = self.eval_rollout.run(self.state.params, self.eval_seeds, 1, seed=12345,
                                                 episode_prefix="eval")
-        return {**episode_metrics(episodes, "eval"), "eval/seconds": stats.total_s}
+        out = {**episode_metrics(episodes, "eval"), "eval/seconds": stats.total_s}
+        ok = [e for e in episodes if e.error is None]
+        lo, hi = wilson_interval(sum(e.won for e in ok), len(ok))
+        out.update({"eval/success_ci95_lo": lo, "eval/success_ci95_hi": hi})
+        if self.bank is not None:
+            out.update(self._evaluate_with_skills())
+        return out
+
+    def _evaluate_with_skills(self) -> dict[str, float]:
+        guide = Guide(bank=self.bank, iteration=self.iteration, render=self._render_skill)  # no credit recorded
+        seeds = [self.task_seeds[t] for t in self.bank.tasks() if t in self.task_seeds][: self.train_pool.num_envs]
+        if not seeds:
+            return {}
+        out: dict[str, float] = {"eval_skill/tasks": float(len(seeds))}
+        for name, guidance in (("plain", None), ("with_skill", guide.bind("skill"))):
+            episodes, _ = self.skill_eval_rollout.run(self.state.params, seeds, 1, seed=54321,
+                                                      episode_prefix=f"eval_skill_{name}", guidance=guidance)
+            out[f"eval_skill/{name}_success_rate"] = float(np.mean([e.won for e in episodes if e.error is None] or [0]))
+        return out
 
     def warm_start(self) -> None:
-        """Supervised warm-up on demonstrations; the RL run (and a frozen teacher) starts from its result."""
+        """Supervised warm-up on demonstrations; the RL run (and a frozen teacher) starts from its result.
+
+        With `warmstart.skill_*` fractions > 0, part of the demonstrations carry skill blocks written by
+        the run's faithful rule summarizer (train/skill_demos.py), so the teacher can read skills."""
         from skillsd_jax.train.sft import SFTConfig, warm_start
 
-        cfg = dataclass_from(self.config.warmstart, SFTConfig, "warmstart")
+        w = self.config.warmstart
+        cfg = dataclass_from({k: v for k, v in w.to_dict().items() if not k.startswith("skill_")}, SFTConfig,
+                             "warmstart")
         params, history = warm_start(self.state.params, self.graphdef, builders.env_factory(self.config.env, "train"),
                                      self.prompts, self.tokenizer, self.config.rows.layout, cfg, seed=self.config.seed,
                                      length_quantum=self.config.rows.length_quantum,
-                                     progress=self.config.progress_bar)
+                                     progress=self.config.progress_bar, guidance_fn=self._demo_guidance_fn())
         with self.state_lock:
             self.state = self._init_state(params)
         for h in history:
             self.metrics.write(0, h)
+
+    def _demo_guidance_fn(self):
+        w = self.config.warmstart
+        if w.skill_match + w.skill_advice + w.skill_other <= 0:
+            return None
+        from skillsd_jax.skills import RuleSummarizer
+        from skillsd_jax.train.skill_demos import SkillDemoMix, demo_guidance
+
+        mix = SkillDemoMix(match=w.skill_match, advice=w.skill_advice, other=w.skill_other)
+        summarizer = RuleSummarizer()
+
+        def summarize(group):
+            skills = summarizer.summarize(group, step=0)
+            return skills[0] if skills else None
+
+        def fn(demos, env):
+            blocks, counts = demo_guidance(demos, env, summarize, self._render_skill, mix, w.answer_template,
+                                           seed=self.config.seed)
+            log.info("warm-up demonstrations with skill blocks: %s", counts)
+            return blocks
+
+        return fn
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -352,7 +373,7 @@ class Trainer:
             self.restore()
         if self.iteration == 0 and c.warmstart.steps > 0:
             self.warm_start()
-        if self.iteration == 0 and c.eval.every > 0 and total > 0:  # the starting point of the curves
+        if self.iteration == 0 and c.eval.at_start and self.eval_rollout is not None and total > 0:  # curves' start
             self.metrics.write(0, self.evaluate())
         last: dict[str, Any] = {}
         from tqdm import tqdm

@@ -32,7 +32,8 @@ PLAN_KEYS = ("optimal_plan", "expert_plan")
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
     steps: int = 0  # 0 disables the warm-up
-    num_tasks: int = 64  # demonstration tasks (train seeds 0..n-1)
+    num_tasks: int = 64  # demonstration tasks (train seeds first_seed .. first_seed + n - 1)
+    first_seed: int = 0  # e.g. past the RL levels, so RL does not start on levels it was shown solved
     rows_per_step: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 10
@@ -90,19 +91,26 @@ def make_sft_step(graphdef: Any, tx: optax.GradientTransformation, chunk: int = 
 
 
 def warm_start(params: Any, graphdef: Any, env_fn: Callable[[], Env], prompts: PromptBuilder, tokenizer: Any,
-               layout: str, config: SFTConfig, *, seed: int = 0, length_quantum: int = 64,
-               progress: bool = True) -> tuple[Any, list[dict[str, float]]]:
-    """Fits `params` to demonstration rows for `config.steps` steps; returns new params and a log."""
+               layout: str, config: SFTConfig, *, seed: int = 0, length_quantum: int = 64, progress: bool = True,
+               guidance_fn: Callable[[list[Episode], Env], dict[str, str]] | None = None,
+               ) -> tuple[Any, list[dict[str, float]]]:
+    """Fits `params` to demonstration rows for `config.steps` steps; returns new params and a log.
+
+    `guidance_fn(demos, env)` (optional) gives a block per demonstration id that goes on top of its
+    prompt ("" keeps it plain): the skill blocks that teach the model to read skills.
+    """
     env = env_fn()
     try:
         demos = [demonstration(env, s, prompts, tokenizer, layout, config.answer_template)
-                 for s in range(config.num_tasks)]
+                 for s in range(config.first_seed, config.first_seed + config.num_tasks)]
+        guidance = guidance_fn(demos, env) if guidance_fn is not None else {}
     finally:
         env.close()
     won = np.mean([d.won for d in demos])
     if won < 1.0:
         log.warning("only %.0f%% of demonstrations win (answer template or plan mismatch?)", 100 * won)
-    rows = build_rows(demos, prompts, layout, teacher_guidance=lambda ep: "", length_quantum=length_quantum)
+    rows = build_rows(demos, prompts, layout, teacher_guidance=lambda ep: "", length_quantum=length_quantum,
+                      student_guidance=(lambda ep: guidance.get(ep.episode_id, "")) if guidance else None)
     n = rows.num_real
     tx = make_optimizer(OptimizerConfig(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
                                         weight_decay=0.0, max_grad_norm=1.0))

@@ -16,6 +16,7 @@ guarantees every level can be won within the episode. The optimal plan is the pr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -75,6 +76,7 @@ class SokobanEnv(Env):
         num_gen_steps: int | None = None,
         solver_max_states: int = 200_000,
         rewards: dynamics.Rewards = dynamics.Rewards(),
+        distance_shaping: float = 0.0,
     ):
         super().__init__(invalid_action_penalty)
         if split not in SPLIT_OFFSETS:
@@ -96,7 +98,9 @@ class SokobanEnv(Env):
         self.split = split
         self.num_levels = None if num_levels is None else int(num_levels)
         self.solver_max_states = int(solver_max_states)
-        self.rewards = rewards
+        # Potential-based box-distance shaping (see dynamics); 0 keeps gym-sokoban's rewards exactly.
+        self.rewards = dataclasses.replace(rewards, distance_shaping=float(distance_shaping)) \
+            if distance_shaping else rewards
         h, w = self.config.dim_room
         depth = self.config.search_depth
         self.tag = f"{h}x{w}b{self.config.num_boxes}" + ("" if depth == 30 else f"d{depth}")
