@@ -226,8 +226,7 @@ class _App:
                 status, facts["error"] = e.status, e.message[:160]
                 yield sse(e.body())
             else:
-                usage = next((c["usage"] for c in chunks if not c["choices"]), None)
-                facts.update(_facts({}, req, usage) if usage else {})
+                facts.update(_facts({}, req, writer.usage))
                 for chunk in chunks:
                     yield sse(chunk)
             yield SSE_DONE

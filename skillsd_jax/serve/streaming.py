@@ -37,6 +37,7 @@ class ChunkWriter:
         self.id = response_id
         self.model = model_name
         self.created = int(time.time())
+        self.usage: dict[str, int] | None = None  # set by `content`
 
     def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.req.kind == "chat" else "text_completion"
@@ -66,8 +67,9 @@ class ChunkWriter:
                     continue  # tokens that add no text (e.g. a special token) and no log-probs to show
                 out.append(self.chunk([self._piece(i, delta, lp, None)]))
             out.append(self.chunk([self._piece(i, "", None, choice.finish_reason)]))
+        self.usage = usage_body(self.req, finished)
         if self.req.include_usage:
-            out.append(self.chunk([], usage_body(self.req, finished)))
+            out.append(self.chunk([], self.usage))
         return out
 
     def _piece(self, index: int, text: str, logprobs: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def _key(monkeypatch):
 
 
 def _client(live, **kw) -> OpenAISummarizer:
-    kw = {"timeout_s": 60.0, "max_retries": 1, "backoff_s": 0.01, "backoff_max_s": 0.05, "max_tokens": 48, **kw}
+    kw = {"timeout_s": 60.0, "max_retries": 1, "max_tokens": 48, **kw}
     return OpenAISummarizer(live.url + "/v1", NAME, api_key_env="LIVE_TEST_KEY", **kw)
 
 
