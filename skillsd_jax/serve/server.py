@@ -225,6 +225,12 @@ class _App:
             except APIError as e:  # headers are sent: the error travels as an event, as OpenAI does
                 status, facts["error"] = e.status, e.message[:160]
                 yield sse(e.body())
+            except _ClientGone:
+                raise
+            except Exception:
+                log.exception("internal error building a streamed answer")
+                status, facts["error"] = 500, "internal error"
+                yield sse(APIError(500, "internal error while streaming (see the server log)").body())
             else:
                 facts.update(_facts({}, req, writer.usage))
                 for chunk in chunks:
@@ -305,7 +311,9 @@ class ServerHandle:
         deadline = time.monotonic() + 60
         while not server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
                 batcher.close(0)
+                sock.close()
                 raise RuntimeError(f"the HTTP server on {self.url} did not start (see the log)")
             time.sleep(0.01)
 

@@ -162,3 +162,25 @@ def test_graceful_close_lets_running_request_finish(model, tok):
     assert status == 200 and out["usage"]["completion_tokens"] == 16
     with pytest.raises(urllib.error.URLError):
         call(srv.url + "/health", key=None, timeout=2)
+
+
+def test_graceful_close_finishes_a_running_stream(model, tok):
+    import openai
+
+    from skillsd_jax.serve import start_server
+
+    srv = start_server(model, tok, served_model_name="tiny", batch_window_s=0.5)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Open the door."}],
+                                            temperature=0, max_tokens=16, stream=True, extra_body={"ignore_eos": True},
+                                            stream_options={"include_usage": True})
+    first = next(iter(stream))  # the stream is open; its job waits in the batching window
+    closer = threading.Thread(target=srv.close, kwargs={"timeout": 60})
+    closer.start()
+    rest = list(stream)
+    closer.join(60)
+    assert first.choices[0].delta.role == "assistant"
+    assert rest[-1].usage.completion_tokens == 16 and rest[-2].choices[0].finish_reason == "length"
+    client.close()
+    with pytest.raises(urllib.error.URLError):
+        call(srv.url + "/health", key=None, timeout=2)
