@@ -110,6 +110,21 @@ def test_batcher_groups_by_sampling_and_length_bucket_and_isolates_seeded_jobs()
     assert b.stats()["device_calls"] == 5 and b.stats()["shared_calls"] == 2
 
 
+def test_batcher_job_arriving_during_a_call_joins_the_next_call():
+    fake = FakeSampler(delay=0.3)
+    b = Batcher(fake, lambda: None, max_batch=8, window_s=0.1)
+    first = _submit_together(b, [([[1]], 4, GREEDY, None), ([[2]], 4, HOT, None)])
+    deadline = time.monotonic() + 10
+    while not fake.calls:  # call 1 (the greedy job) is running
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    late = b.submit([[3]], max_new_tokens=4, sampling=HOT)  # shares call 2 with the waiting HOT job
+    [f.result(10) for f in first + [late]]
+    b.close()
+    assert [c["rows"] for c in fake.calls] == [[[1]], [[2], [3]]]
+    assert b.stats()["joined_while_busy"] == 1
+
+
 def test_batcher_respects_max_batch_and_keeps_jobs_whole():
     fake = FakeSampler()
     b = Batcher(fake, lambda: None, max_batch=3, window_s=0.2)
