@@ -140,7 +140,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.skills.max_queue = 64  # back-pressure: submissions beyond this are dropped (counted)
     c.skills.drain_timeout_s = 60.0  # wait for pending summaries before a checkpoint
     c.skills.policy_max_new_tokens = 512
-    c.skills.openai = ml_collections.ConfigDict(dict(base_url="", model="", api_key_env="OPENAI_API_KEY", timeout_s=60.0))
+    # Any OpenAI-compatible endpoint; timeout and retries are the official SDK's (per request, per attempt).
+    c.skills.openai = ml_collections.ConfigDict(dict(base_url="", model="", api_key_env="OPENAI_API_KEY", timeout_s=60.0,
+                                                     max_retries=3))
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 25  # iterations between evaluations (0: never during training)

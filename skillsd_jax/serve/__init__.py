@@ -7,7 +7,7 @@ In-process (tests, notebooks)::
     ...
     handle.close()
 
-Streaming (`stream: true`) is not supported and answered with 400.
+HTTP is Starlette on uvicorn; `stream: true` answers with server-sent events (see `streaming`).
 """
 
 from skillsd_jax.serve.batcher import Batcher, BatcherBusy, BatcherClosed

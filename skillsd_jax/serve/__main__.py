@@ -29,7 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--max-batch", type=int, default=8, help="rows per sampler call")
     p.add_argument("--max-new-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask for")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long to gather concurrent requests")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="when the device is idle, how long the first request waits for others to share its call")
+    p.add_argument("--max-queued", type=int, default=256,
+                   help="requests that may wait for the device; more are answered 429 with Retry-After")
+    p.add_argument("--max-connections", type=int, default=2048, help="open connections; more are answered 503")
+    p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="larger request bodies are answered 413")
+    p.add_argument("--shutdown-timeout-s", type=float, default=30.0,
+                   help="on SIGINT/SIGTERM, how long running requests may take to finish")
     p.add_argument("--api-key-env", help="name of an environment variable holding the required Bearer key")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -59,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, frame: stop.set())
     handle = start_server(model, tokenizer, host=args.host, port=args.port, served_model_name=name,
                           max_batch=args.max_batch, max_new_tokens_limit=args.max_new_tokens_limit,
-                          batch_window_s=args.batch_window_ms / 1e3, api_key=api_key)
+                          batch_window_s=args.batch_window_ms / 1e3, api_key=api_key, max_queued=args.max_queued,
+                          max_connections=args.max_connections, max_body_bytes=args.max_body_bytes)
     log.info("ready: %s (tokenizer %s)", handle.url, tok_dir or "project default")
     while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
         pass
-    log.info("signal received: shutting down")
-    handle.close()
+    log.info("signal received: shutting down (running requests may take up to %.0f s)", args.shutdown_timeout_s)
+    handle.close(timeout=args.shutdown_timeout_s)
     return 0
 
 

@@ -3,9 +3,10 @@
 Supported: `/v1/chat/completions` and `/v1/completions` with `max_tokens` / `max_completion_tokens`,
 `temperature`, `top_p`, `n` (1..8), `stop` (up to 4 strings), `seed`, `logprobs` (the sampled tokens'
 log-probs; no top alternatives), and the vLLM-style extensions `top_k`, `stop_token_ids`, `ignore_eos`,
-`return_tokens_as_token_ids`. Fields that would change the output in ways we do not implement (tools,
-penalties, logit_bias, JSON mode, streaming, ...) are rejected with 400 naming the field, never silently
-ignored; other unknown fields are ignored (and listed in the server log), as vLLM does.
+`return_tokens_as_token_ids`, and `stream` with `stream_options.include_usage` (the chunks themselves are
+built in `streaming`). Fields that would change the output in ways we do not implement (tools,
+penalties, logit_bias, JSON mode, ...) are rejected with 400 naming the field, never silently ignored;
+other unknown fields are ignored (and listed in the server log), as vLLM does.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type_: str | None = None):
+                 type_: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = dict(headers or {})  # e.g. Retry-After on 429
         self.message = message
         self.param = param
         self.code = code
@@ -76,6 +78,8 @@ class GenerationRequest:
     logprobs: bool
     token_ids_as_text: bool
     ignored_fields: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False  # streamed: end with a chunk that carries `usage`
 
     @property
     def rows(self) -> list[list[int]]:
@@ -120,8 +124,16 @@ def parse_completion(body: Any, codec: TextCodec, limits: ServeLimits) -> Genera
 def _common_checks(body: Any, limits: ServeLimits) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
-    if body.get("stream") not in (None, False):
-        raise APIError(400, "streaming is not supported by this server; send stream=false", param="stream")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise APIError(400, "'stream' must be true or false", param="stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise APIError(400, "'stream_options' is only allowed with stream=true", param="stream_options")
+        if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+            raise APIError(400, "'stream_options' must be an object like {'include_usage': true}",
+                           param="stream_options")
     model = body.get("model")
     if model is not None and model != limits.model_name:
         raise APIError(404, f"the model {str(model)[:100]!r} does not exist; this server serves "
@@ -230,9 +242,12 @@ def _finish(body: dict[str, Any], kind: str, prompts: list[list[int]], logprobs:
     if seed is not None and not _is_int(seed):
         raise APIError(400, "'seed' must be an integer", param="seed")
     ignored = tuple(sorted(k for k in body if k not in _KNOWN))
+    stream = body.get("stream") is True
+    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage", False))
     return GenerationRequest(kind=kind, prompts=prompts, n=n, max_tokens=max_tokens, sampling=sampling,
                              seed=None if seed is None else int(seed) & 0xFFFFFFFF, stop=stop, logprobs=logprobs,
-                             token_ids_as_text=_bool(body, "return_tokens_as_token_ids"), ignored_fields=ignored)
+                             token_ids_as_text=_bool(body, "return_tokens_as_token_ids"), ignored_fields=ignored,
+                             stream=stream, include_usage=include_usage)
 
 
 _KNOWN = _HARMLESS | set(_UNSUPPORTED_UNLESS) | {
@@ -289,35 +304,69 @@ def _bool(body: dict[str, Any], name: str) -> bool:
 # ---------------------------------------------------------------------------- responses
 
 
-def build_response(req: GenerationRequest, completions: Sequence[Completion], codec: TextCodec,
-                   model_name: str) -> dict[str, Any]:
-    """The chat.completion / text_completion body for `completions` (one per row of `req.rows`)."""
-    choices = []
-    completion_tokens = 0
-    for i, c in enumerate(completions):
+@dataclasses.dataclass
+class FinishedChoice:
+    """One row's answer after end-of-turn and stop-string handling."""
+
+    text: str
+    tokens: list[int]  # the content tokens `text` was decoded from (stop string's tokens included)
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length"
+    completion_tokens: int  # what usage counts: the generated tokens up to the stop, end-of-turn token included
+
+
+def finish_choices(completions: Sequence[Completion], codec: TextCodec, stop: Sequence[str]) -> list[FinishedChoice]:
+    out = []
+    for c in completions:
         tokens = list(c.tokens)
         logps = list(c.logprobs)
         if c.stop_reason == "stop_token" and tokens:  # the end-of-turn token is not content
             tokens, logps = tokens[:-1], logps[:-1]
-        cut = codec.trim(tokens, req.stop)
-        kept = tokens[:cut.num_tokens]
-        completion_tokens += cut.num_tokens + (len(c.tokens) - len(tokens))
+        cut = codec.trim(tokens, stop)
         finish = "stop" if cut.stopped or c.stop_reason != "length" else "length"
-        entries = _logprob_entries(kept, logps[:cut.num_tokens], codec, req.token_ids_as_text) if req.logprobs else None
+        out.append(FinishedChoice(cut.text, tokens[:cut.num_tokens], logps[:cut.num_tokens], finish,
+                                  cut.num_tokens + (len(c.tokens) - len(tokens))))
+    return out
+
+
+def usage_body(req: GenerationRequest, choices: Sequence[FinishedChoice]) -> dict[str, int]:
+    prompt_tokens = sum(len(p) for p in req.prompts)  # counted once for all n choices, as OpenAI does
+    completion_tokens = sum(c.completion_tokens for c in choices)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def logprobs_body(req: GenerationRequest, tokens: Sequence[int], logps: Sequence[float], codec: TextCodec,
+                  text_offset: int = 0) -> dict[str, Any] | None:
+    """The `logprobs` of a choice (or of a streamed chunk's tokens) in the endpoint's shape."""
+    if not req.logprobs:
+        return None
+    entries = _logprob_entries(list(tokens), list(logps), codec, req.token_ids_as_text)
+    if req.kind == "chat":
+        return {"content": entries}
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": None, "text_offset": _offsets(entries, text_offset)}
+
+
+def response_id(req: GenerationRequest) -> str:
+    return f"{'chatcmpl' if req.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+
+
+def build_response(req: GenerationRequest, completions: Sequence[Completion], codec: TextCodec,
+                   model_name: str) -> dict[str, Any]:
+    """The chat.completion / text_completion body for `completions` (one per row of `req.rows`)."""
+    finished = finish_choices(completions, codec, req.stop)
+    choices = []
+    for i, c in enumerate(finished):
+        lp = logprobs_body(req, c.tokens, c.logprobs, codec)
         if req.kind == "chat":
-            choices.append({"index": i, "message": {"role": "assistant", "content": cut.text},
-                            "logprobs": None if entries is None else {"content": entries}, "finish_reason": finish})
+            choices.append({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp,
+                            "finish_reason": c.finish_reason})
         else:
-            lp = None if entries is None else {"tokens": [e["token"] for e in entries],
-                                               "token_logprobs": [e["logprob"] for e in entries],
-                                               "top_logprobs": None, "text_offset": _offsets(entries)}
-            choices.append({"index": i, "text": cut.text, "logprobs": lp, "finish_reason": finish})
-    prompt_tokens = sum(len(p) for p in req.prompts)
-    prefix, obj = ("chatcmpl", "chat.completion") if req.kind == "chat" else ("cmpl", "text_completion")
-    return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()), "model": model_name,
-            "choices": choices, "system_fingerprint": None,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+            choices.append({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.finish_reason})
+    obj = "chat.completion" if req.kind == "chat" else "text_completion"
+    return {"id": response_id(req), "object": obj, "created": int(time.time()), "model": model_name,
+            "choices": choices, "system_fingerprint": None, "usage": usage_body(req, finished)}
 
 
 def _logprob_entries(tokens: list[int], logps: list[float], codec: TextCodec, as_ids: bool) -> list[dict[str, Any]]:
@@ -330,8 +379,8 @@ def _logprob_entries(tokens: list[int], logps: list[float], codec: TextCodec, as
     return out
 
 
-def _offsets(entries: list[dict[str, Any]]) -> list[int]:
-    offsets, pos = [], 0
+def _offsets(entries: list[dict[str, Any]], start: int = 0) -> list[int]:
+    offsets, pos = [], start
     for e in entries:
         offsets.append(pos)
         pos += len(bytes(e["bytes"]).decode("utf-8", errors="replace"))

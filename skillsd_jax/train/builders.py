@@ -70,7 +70,8 @@ def make_summarizer(skills_cfg: Any, *, sampler=None, params_fn=None, tokenizer=
         if not o.base_url or not o.model:
             raise ValueError("config.skills.openai.base_url and config.skills.openai.model are required "
                              "for skills.backend='openai'")
-        return OpenAISummarizer(o.base_url, o.model, api_key_env=o.api_key_env, timeout_s=o.timeout_s)
+        return OpenAISummarizer(o.base_url, o.model, api_key_env=o.api_key_env, timeout_s=o.timeout_s,
+                                max_retries=o.get("max_retries", 3))
     if backend == "policy":
         from skillsd_jax.skills.backends.sampler_generate import make_generate_fn
         from skillsd_jax.models.tokenizer import stop_ids

@@ -86,3 +86,27 @@ def test_rollout_benchmark_smoke(capsys, layout):
     assert out["env_steps_per_s"] > 0 and out["rollout_s"] > 0 and out["first_call_s"] > 0
     shares = out["sample_share"] + out["env_share"] + out["glue_share"]
     assert all(out[k] >= 0 for k in ("sample_share", "env_share", "glue_share")) and shares == pytest.approx(1.0)
+
+
+def test_serve_benchmark_smoke(capsys):
+    from benchmarks import serve
+
+    returned = serve.main(["--in-process", "--clients", "1,2", "--requests-per-client", "2", "--prompt", "8",
+                           "--new", "4", "--repeats", "1", "--json"])
+    out = _one_json_line(capsys)
+    assert out == json.loads(json.dumps(returned))
+    for c in (1, 2):
+        for key in ("requests_per_s", "tokens_per_s", "p50_ms", "p99_ms", "ceiling_tokens_per_s"):
+            assert out[f"c{c}_{key}"] > 0, (c, key)
+        assert out[f"c{c}_requests"] == 2 * c and out[f"c{c}_tokens_per_request"] == 4  # ignore_eos: all 4 tokens
+        assert out[f"c{c}_p50_ms"] <= out[f"c{c}_p99_ms"]
+        assert out[f"c{c}_tokens_per_s"] == pytest.approx(4 * out[f"c{c}_requests_per_s"])
+
+
+def test_serve_benchmark_rejects_bad_levels():
+    from benchmarks import serve
+
+    with pytest.raises(SystemExit):
+        serve.main(["--clients", "1,x"])
+    with pytest.raises(SystemExit):
+        serve.main(["--clients", "0"])

@@ -33,11 +33,11 @@ def model(ckpt):
 
 @pytest.fixture(scope="session")
 def server(model, tok):
-    """The shared server: API key required, a 50 ms batching window, 64 KiB body limit."""
+    """The shared server: API key required, a 50 ms batching window, 64 KiB body limit, bodies due in 2 s."""
     from skillsd_jax.serve import start_server
 
     handle = start_server(model, tok, served_model_name="tiny", api_key=KEY, batch_window_s=0.05,
-                          max_body_bytes=64 << 10, max_new_tokens_limit=512)
+                          max_body_bytes=64 << 10, max_new_tokens_limit=512, body_timeout_s=2.0)
     yield handle
     handle.close()
 

@@ -42,3 +42,37 @@ def test_codec_is_safe_from_many_threads(tok):
     for t in threads:
         t.join()
     assert got == expected
+
+
+def _check_pieces(pieces, choice):
+    assert "".join(t for _, _, t in pieces) == choice.text
+    assert [s for s, _, _ in pieces] == [0] + [e for _, e, _ in pieces[:-1]]  # contiguous token ranges
+    assert not pieces or pieces[-1][1] == len(choice.tokens)
+
+
+def test_stream_pieces_never_split_a_character(tok):
+    from skillsd_jax.serve.protocol import FinishedChoice
+    from skillsd_jax.serve.streaming import text_deltas
+
+    codec = TextCodec(tok)
+    text = "Café — été ✓ 北京 ok"
+    ids = tok.encode(text, add_special_tokens=False)
+    choice = FinishedChoice(text, ids, [0.0] * len(ids), "length", len(ids))
+    pieces = text_deltas(codec, choice)
+    _check_pieces(pieces, choice)
+    assert all("\ufffd" not in t for _, _, t in pieces)
+    # Some character spans several tokens here, so some piece holds more than one token.
+    assert len(pieces) < len(ids) and max(e - s for s, e, _ in pieces) > 1
+
+
+def test_stream_pieces_stop_at_a_trimmed_stop_string(tok):
+    from skillsd_jax.serve.protocol import finish_choices
+    from skillsd_jax.serve.streaming import text_deltas
+    from skillsd_jax.sampling import Completion
+
+    codec = TextCodec(tok)
+    ids = tok.encode("go north. then east. done", add_special_tokens=False)
+    (choice,) = finish_choices([Completion(ids, [0.0] * len(ids), "length")], codec, ["east"])
+    assert choice.text == "go north. then " and choice.finish_reason == "stop"
+    pieces = text_deltas(codec, choice)
+    _check_pieces(pieces, choice)

@@ -110,6 +110,21 @@ def test_batcher_groups_by_sampling_and_length_bucket_and_isolates_seeded_jobs()
     assert b.stats()["device_calls"] == 5 and b.stats()["shared_calls"] == 2
 
 
+def test_batcher_job_arriving_during_a_call_joins_the_next_call():
+    fake = FakeSampler(delay=0.3)
+    b = Batcher(fake, lambda: None, max_batch=8, window_s=0.1)
+    first = _submit_together(b, [([[1]], 4, GREEDY, None), ([[2]], 4, HOT, None)])
+    deadline = time.monotonic() + 10
+    while not fake.calls:  # call 1 (the greedy job) is running
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    late = b.submit([[3]], max_new_tokens=4, sampling=HOT)  # shares call 2 with the waiting HOT job
+    [f.result(10) for f in first + [late]]
+    b.close()
+    assert [c["rows"] for c in fake.calls] == [[[1]], [[2], [3]]]
+    assert b.stats()["joined_while_busy"] == 1
+
+
 def test_batcher_respects_max_batch_and_keeps_jobs_whole():
     fake = FakeSampler()
     b = Batcher(fake, lambda: None, max_batch=3, window_s=0.2)
@@ -160,5 +175,27 @@ def test_graceful_close_lets_running_request_finish(model, tok):
     t.join(60)
     status, out = result["r"]
     assert status == 200 and out["usage"]["completion_tokens"] == 16
+    with pytest.raises(urllib.error.URLError):
+        call(srv.url + "/health", key=None, timeout=2)
+
+
+def test_graceful_close_finishes_a_running_stream(model, tok):
+    import openai
+
+    from skillsd_jax.serve import start_server
+
+    srv = start_server(model, tok, served_model_name="tiny", batch_window_s=0.5)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Open the door."}],
+                                            temperature=0, max_tokens=16, stream=True, extra_body={"ignore_eos": True},
+                                            stream_options={"include_usage": True})
+    first = next(iter(stream))  # the stream is open; its job waits in the batching window
+    closer = threading.Thread(target=srv.close, kwargs={"timeout": 60})
+    closer.start()
+    rest = list(stream)
+    closer.join(60)
+    assert first.choices[0].delta.role == "assistant"
+    assert rest[-1].usage.completion_tokens == 16 and rest[-2].choices[0].finish_reason == "length"
+    client.close()
     with pytest.raises(urllib.error.URLError):
         call(srv.url + "/health", key=None, timeout=2)

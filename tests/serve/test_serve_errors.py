@@ -26,7 +26,9 @@ CHAT = "/v1/chat/completions"
     (chat_body("hi", max_tokens=True), "max_tokens"),
     (chat_body("hi", stop=["a", "b", "c", "d", "e"]), "stop"),
     (chat_body("hi", seed="x"), "seed"),
-    (chat_body("hi", stream=True), "stream"),
+    (chat_body("hi", stream="yes"), "stream"),
+    (chat_body("hi", stream_options={"include_usage": True}), "stream_options"),  # without stream=true
+    (chat_body("hi", stream=True, stream_options={"include_usage": "yes"}), "stream_options"),
     (chat_body("hi", tools=[{"type": "function"}]), "tools"),
     (chat_body("hi", presence_penalty=0.5), "presence_penalty"),
     (chat_body("hi", top_logprobs=3), "top_logprobs"),
@@ -37,11 +39,6 @@ def test_bad_parameters_are_400(server, body, param):
     assert status == 400, out
     assert_error_shape(out, 400)
     assert out["error"]["param"] == param
-
-
-def test_streaming_says_not_supported(server):
-    status, out = call(server.url + CHAT, chat_body("hi", stream=True))
-    assert status == 400 and "streaming is not supported" in out["error"]["message"]
 
 
 def test_invalid_json_is_400(server):

@@ -68,7 +68,7 @@ def _key(monkeypatch):
 
 
 def _client(live, **kw) -> OpenAISummarizer:
-    kw = {"timeout_s": 60.0, "max_retries": 1, "backoff_s": 0.01, "backoff_max_s": 0.05, "max_tokens": 48, **kw}
+    kw = {"timeout_s": 60.0, "max_retries": 1, "max_tokens": 48, **kw}
     return OpenAISummarizer(live.url + "/v1", NAME, api_key_env="LIVE_TEST_KEY", **kw)
 
 
@@ -219,3 +219,61 @@ def test_live_replies_are_not_skills_by_construction(live):
     text = out["choices"][0]["message"]["content"]
     assert text and not text.lstrip().startswith("{")
     assert 1 <= out["usage"]["completion_tokens"] <= 48
+
+
+def test_openai_backend_server_down_is_counted_and_training_goes_on(model, tok, caplog):
+    from skillsd_jax.serve import start_server
+
+    caplog.set_level(logging.INFO)
+    srv = start_server(model, tok, served_model_name=NAME, api_key=KEY)
+    srv.close()  # a server that was there and went away: its port now refuses connections
+    client = _client(srv, max_retries=1, parse_retries=0)
+    assert client.summarize(_group(), step=0) == []
+    st = client.stats()
+    assert st["connection_errors"] == 2 and st["retries"] == 1 and st["failed_requests"] == 1 and st["failures"] == 1
+    assert "failed after 2 attempt(s): connection error" in caplog.text and KEY not in caplog.text
+
+
+def test_openai_backend_server_500_is_retried_counted_and_logged(model, tok, caplog):
+    from skillsd_jax.serve import start_server
+
+    def broken_params():
+        raise RuntimeError("parameter store unreachable")
+
+    caplog.set_level(logging.INFO)
+    with start_server(model, tok, served_model_name=NAME, api_key=KEY, params_fn=broken_params) as srv:
+        client = _client(srv, max_retries=1, parse_retries=0)
+        assert client.summarize(_group(), step=0) == []
+    st = client.stats()
+    assert st["http_requests"] == 2 and st["http_5xx"] == 2 and st["retries"] == 1 and st["failed_requests"] == 1
+    assert "HTTP 500" in caplog.text and "unreachable" not in caplog.text.split("HTTP 500", 1)[1].split("\n", 1)[0]
+    assert KEY not in caplog.text
+
+
+def test_openai_backend_waits_out_a_full_queue(model, tok):
+    """The server's 429 (queue bound) carries Retry-After; the SDK waits and retries, and the answer arrives."""
+    from skillsd_jax.sampling import SamplingParams
+    from skillsd_jax.serve import start_server
+
+    lock = threading.Lock()
+    with start_server(model, tok, served_model_name=NAME, api_key=KEY, max_queued=1, batch_window_s=0.0,
+                      lock=lock) as srv:
+        client = _client(srv, max_retries=2, parse_retries=0)
+        greedy = SamplingParams.make(temperature=0.0)
+        with lock:  # the device is busy: one job is on it, one waits, so the backend's request gets 429
+            running = srv.batcher.submit([[1, 2, 3]], max_new_tokens=2, sampling=greedy)
+            while srv.stats()["queued"]:
+                time.sleep(0.005)
+            waiting = srv.batcher.submit([[1, 2, 3]], max_new_tokens=2, sampling=greedy)
+            result = []
+            t = threading.Thread(target=lambda: result.append(client.summarize(_group(), step=0)))
+            t.start()
+            deadline = time.monotonic() + 30
+            while srv.stats()["rejected_busy"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        t.join(60)
+        running.result(30), waiting.result(30)
+    st = client.stats()
+    assert result == [[]] and st["http_429"] >= 1 and st["retries"] >= 1
+    assert st["invalid_output"] == 1 and "failed_requests" not in st  # answered; the random model wrote no skill

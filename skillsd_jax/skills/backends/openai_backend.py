@@ -1,24 +1,33 @@
-"""Summarizer over any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM, SGLang, hosted APIs).
+"""Summarizer over any OpenAI-compatible `/v1/chat/completions` endpoint (our server, vLLM, SGLang, hosted APIs).
 
-Standard library HTTP only. The API key is read from an environment variable whose NAME is
-configurable; its value is never logged, never put in an error message and never shown by repr.
-Transient failures (connection errors, timeouts, HTTP 5xx and 429) are retried with exponential
-backoff and jitter (429's Retry-After is honoured up to the cap); other HTTP errors and malformed
-response bodies fail at once. A failed request is counted, logged, and yields no skill.
+HTTP goes through the official `openai` SDK's async client: its timeouts, its retries (connection
+errors, timeouts, 408/409/429/5xx, with exponential backoff and the server's Retry-After) and its
+error types. The groups of one `summarize` call are asked concurrently (at most `max_concurrency` at
+a time). The reply body is read raw and checked here as strictly as before (the SDK would accept a
+reply with missing fields), so a malformed response is counted as `bad_response`, not parsed into
+an empty skill.
+
+The API key is read from an environment variable whose NAME is configurable; its value is never
+logged, never put in an error message and never shown by repr. With no key set, requests carry no
+Authorization header (the SDK does not fall back to $OPENAI_API_KEY). A failed request is counted,
+logged, and yields no skill; `summarize` never raises.
+
+Counters (`stats()`): http_requests (attempts), retries, timeouts, connection_errors, http_429,
+http_5xx, http_4xx, bad_response, failed_requests, plus the shared ones of `LLMSummarizer`.
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
-import random
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any, Sequence
+from typing import Any, Callable, Coroutine, Sequence
+
+import httpx2
+import openai
 
 from skillsd_jax.skills.backends.llm import LLMSummarizer
 
@@ -26,32 +35,30 @@ log = logging.getLogger(__name__)
 
 
 class OpenAISummarizer(LLMSummarizer):
-    """Chat-completions client; `base_url` like "http://localhost:8000/v1" (or the full endpoint URL)."""
+    """Chat-completions client; `base_url` like "http://localhost:8000/v1" (the full endpoint URL also works)."""
 
     name = "openai"
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60.0,
-                 max_retries: int = 3, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
-                 temperature: float = 0.3, max_tokens: int = 1024, extra_body: dict[str, Any] | None = None,
-                 **llm_kwargs: Any):
+                 max_retries: int = 3, max_concurrency: int = 8, temperature: float = 0.3, max_tokens: int = 1024,
+                 extra_body: dict[str, Any] | None = None, **llm_kwargs: Any):
         super().__init__(**llm_kwargs)
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"OpenAISummarizer base_url must be an http(s) URL, got {base_url!r}")
-        if timeout_s <= 0 or max_retries < 0 or backoff_s < 0:
-            raise ValueError("OpenAISummarizer needs timeout_s > 0, max_retries >= 0, backoff_s >= 0")
+        if timeout_s <= 0 or max_retries < 0 or max_concurrency < 1:
+            raise ValueError("OpenAISummarizer needs timeout_s > 0, max_retries >= 0, max_concurrency >= 1")
         url = base_url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.base_url = url.removesuffix("/chat/completions")
+        self.url = self.base_url + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.backoff_max_s = float(backoff_max_s)
+        self.max_concurrency = int(max_concurrency)
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
         self.extra_body = dict(extra_body or {})
-        self._rng = random.Random()
         self._key = _Secret(os.environ.get(api_key_env) or "")
         if not self._key.value:
             log.info("openai summarizer: $%s is not set; requests carry no Authorization header", api_key_env)
@@ -67,55 +74,52 @@ class OpenAISummarizer(LLMSummarizer):
     def _redact(self, text: str) -> str:
         return text.replace(self._key.value, "<redacted>") if self._key.value else text
 
-    def _complete_batch(self, prompts: Sequence[Any]) -> list[str | None]:
-        return [self._chat(p) for p in prompts]
+    # ------------------------------------------------------------------ requests
 
-    def _chat(self, messages: list[dict[str, str]]) -> str | None:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens, **self.extra_body}).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key.value:
-            headers["Authorization"] = f"Bearer {self._key.value}"
-        last_problem = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = 0.0
+    def _complete_batch(self, prompts: Sequence[Any]) -> list[str | None]:
+        return _run(lambda: self._ask_all(list(prompts)))
+
+    async def _ask_all(self, prompts: list[Any]) -> list[str | None]:
+        # One client (connection pool) per batch: an SDK client is bound to the event loop it first ran on.
+        transport = _CountingTransport(httpx2.AsyncHTTPTransport(), self._count)
+        # Without a key the SDK still wants one: a placeholder that the omitted header keeps off the wire.
+        client = openai.AsyncOpenAI(api_key=self._key.value or "no-key", base_url=self.base_url, timeout=self.timeout_s,
+                                    max_retries=self.max_retries,
+                                    http_client=openai.DefaultAsyncHttpxClient(transport=transport))
+        gate = asyncio.Semaphore(self.max_concurrency)
+        try:
+            return list(await asyncio.gather(*(self._ask(client, gate, p) for p in prompts)))
+        finally:
+            await client.close()
+
+    async def _ask(self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, messages: list[dict[str, str]]
+                   ) -> str | None:
+        async with gate:
             try:
-                self._count("http_requests")
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
-                return self._reply_text(raw)
-            except urllib.error.HTTPError as e:
-                detail = self._redact(_read_snippet(e))
-                if e.code == 429 or e.code >= 500:
-                    self._count("http_429" if e.code == 429 else "http_5xx")
-                    last_problem = f"HTTP {e.code}: {detail}"
-                    retry_after = _retry_after_s(e)
-                else:
-                    self._count("http_4xx")
-                    log.warning("openai summarizer: %s answered HTTP %d (not retried): %s", self.url, e.code, detail)
-                    return None
-            except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError, OSError) as e:
-                reason = getattr(e, "reason", e)
-                is_timeout = isinstance(e, TimeoutError) or isinstance(reason, TimeoutError)
-                self._count("timeouts" if is_timeout else "connection_errors")
-                last_problem = f"{'timeout' if is_timeout else 'connection error'}: {self._redact(str(reason))}"
-            if attempt < self.max_retries:
-                self._count("retries")
-                delay = self._backoff(attempt, retry_after)
-                log.info("openai summarizer: %s (attempt %d/%d), retrying in %.2fs", last_problem, attempt + 1,
-                         self.max_retries + 1, delay)
-                time.sleep(delay)
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens,
+                    extra_body=self.extra_body or None,
+                    extra_headers=None if self._key.value else {"Authorization": openai.Omit()})
+                body = raw.http_response.content
+            except openai.APIStatusError as e:
+                detail = self._redact(_snippet(e))
+                if e.status_code in (408, 409, 429) or e.status_code >= 500:  # what the SDK retries
+                    return self._gave_up(f"HTTP {e.status_code}: {detail}")
+                self._count("http_4xx")
+                log.warning("openai summarizer: %s answered HTTP %d (not retried): %s", self.url, e.status_code,
+                            detail)
+                return None
+            except openai.APITimeoutError:
+                return self._gave_up(f"timeout after {self.timeout_s:g} s")
+            except openai.APIConnectionError as e:
+                return self._gave_up(f"connection error: {self._redact(str(e.__cause__ or e))[:200]}")
+        return self._reply_text(body)
+
+    def _gave_up(self, problem: str) -> None:
         self._count("failed_requests")
         log.warning("openai summarizer: request to %s failed after %d attempt(s): %s", self.url,
-                    self.max_retries + 1, last_problem)
+                    self.max_retries + 1, problem)
         return None
-
-    def _backoff(self, attempt: int, retry_after: float) -> float:
-        """Exponential backoff with equal jitter, at least the server's Retry-After, capped."""
-        d = min(self.backoff_max_s, self.backoff_s * (2 ** attempt))
-        d = d / 2 + self._rng.uniform(0, d / 2)
-        return min(self.backoff_max_s, max(d, retry_after))
 
     def _reply_text(self, raw: bytes) -> str | None:
         """The assistant message text of a chat-completions response; None (counted) if malformed."""
@@ -136,6 +140,53 @@ class OpenAISummarizer(LLMSummarizer):
         return content
 
 
+class _CountingTransport(httpx2.AsyncBaseTransport):
+    """Counts every HTTP attempt the SDK makes (its retries included) and how each one ended."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, count: Callable[[str], None]):
+        self.inner = inner
+        self.count = count
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.count("http_requests")
+        if request.headers.get("x-stainless-retry-count", "0") != "0":  # the SDK numbers its attempts
+            self.count("retries")
+            log.info("openai summarizer: retry %s of %s", request.headers["x-stainless-retry-count"], request.url)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx2.TimeoutException:
+            self.count("timeouts")
+            raise
+        except httpx2.TransportError:
+            self.count("connection_errors")
+            raise
+        if response.status_code == 429:
+            self.count("http_429")
+        elif response.status_code >= 500:
+            self.count("http_5xx")
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Runs a coroutine to completion from synchronous code, also when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def _snippet(e: openai.APIStatusError) -> str:
+    try:
+        return e.response.text[:300].strip()
+    except Exception:  # the error body is only for the log line
+        return ""
+
+
 class _Secret:
     """Holds the API key; its repr and str never show it (e.g. in vars() dumps or debuggers)."""
 
@@ -148,17 +199,3 @@ class _Secret:
         return "<secret>"
 
     __str__ = __repr__
-
-
-def _read_snippet(e: urllib.error.HTTPError) -> str:
-    try:
-        return e.read(300).decode("utf-8", "replace").strip()
-    except Exception:  # the error body is only for the log line
-        return ""
-
-
-def _retry_after_s(e: urllib.error.HTTPError) -> float:
-    try:
-        return max(0.0, float(e.headers.get("Retry-After", 0) or 0))
-    except (TypeError, ValueError):
-        return 0.0
