@@ -27,6 +27,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0  # everything random derives from it
     c.workdir = f"runs/{c.method}"  # checkpoints, metrics.jsonl, curves.png, skills.sqlite
     c.num_iterations = 400  # training iterations (rollout + update)
+    c.budget_env_steps = 0  # >0: stop once training rollouts took this many environment steps (same budget per method)
     c.log_every = 1  # console line every N iterations
     c.progress_bar = True  # tqdm bar over iterations
     c.micro_batches = 1  # gradient accumulation steps per update (exact)

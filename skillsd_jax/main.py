@@ -34,8 +34,24 @@ def main(argv: list[str]) -> None:
 
     config = FLAGS.config
     final = train(config, workdir=FLAGS.workdir)
-    summary = {k: v for k, v in final.items() if k.startswith(("eval/", "train/success", "train/return"))}
+    summary = {k: v for k, v in final.items()
+               if k.startswith(("eval/", "eval_start/", "eval_skill/", "train/success", "train/return"))}
     print(json.dumps({"workdir": os.path.abspath(FLAGS.workdir or config.workdir), **summary}, sort_keys=True))
+    print(held_out_summary(final, config.method))
+
+
+def held_out_summary(final: dict, method: str) -> str:
+    """One line: held-out success before and after RL, each with its 95% interval."""
+
+    def one(prefix: str) -> str:
+        if f"{prefix}/success_rate" not in final:
+            return "n/a"
+        return (f"{final[f'{prefix}/success_rate']:.3f} [95% CI {final.get(f'{prefix}/success_ci95_lo', 0):.3f}, "
+                f"{final.get(f'{prefix}/success_ci95_hi', 1):.3f}]")
+
+    n = int(final.get("eval/episodes", 0))
+    return (f"held-out success ({method}, {n} test levels, one greedy episode each): "
+            f"start of RL {one('eval_start')} -> end {one('eval')}")
 
 
 def run() -> None:

@@ -129,6 +129,7 @@ class Trainer:
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), max_to_keep=c.checkpoint.keep)
         self.metrics = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
         self.iteration = 0
+        self.env_steps = 0  # environment steps taken by training rollouts so far (the budget's unit)
         self.guide = Guide()
         self.task_seeds: dict[str, int] = {}  # task id -> seed, for acting on tasks that have skills
         self._no_teacher_rows = 0
@@ -203,6 +204,11 @@ class Trainer:
                                                batch_shardings=batch_sh)
         return self._train_step
 
+    def start_from(self, params: Any) -> None:
+        """Starts RL from given parameters (e.g. a cold start shared by several runs) instead of a warm-up."""
+        with self.state_lock:
+            self.state = self._init_state(jax.tree.map(jnp.asarray, params))
+
     def _data_parallel(self) -> int:
         return 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
 
@@ -226,6 +232,8 @@ class Trainer:
                                           self.group_size, seed=c.seed * 1_000_003 + it, prefix=f"it{it}",
                                           guidance=self.guide.bind(m.act_guidance))
         self.task_seeds.update({ep.task_id: ep.seed for ep in episodes})
+        self.env_steps += sum(ep.num_turns for ep in episodes)
+        metrics["progress/env_steps"] = float(self.env_steps)
         groups = steps.credit(self.tracker, episodes, it)
 
         t0 = time.perf_counter()
@@ -335,7 +343,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> None:
-        extras = {"iteration": self.iteration, "tasks": self.tasks.state_dict(), "method": self.config.method,
+        extras = {"iteration": self.iteration, "env_steps": self.env_steps, "tasks": self.tasks.state_dict(),
+                  "method": self.config.method,
                   "credit": self.tracker.state_dict() if self.tracker is not None else None}
         if self.summarizer is not None:
             self.summarizer.drain(timeout=self.config.skills.drain_timeout_s)
@@ -353,6 +362,7 @@ class Trainer:
                              f"config says {self.config.method!r}")
         self.state = state
         self.iteration = int(extras["iteration"])
+        self.env_steps = int(extras.get("env_steps", 0))
         self.tasks.load_state_dict(extras["tasks"])
         if self.method.uses_skills:
             self._close_skills()
@@ -381,7 +391,8 @@ class Trainer:
         bar = tqdm(total=total, initial=min(self.iteration, total), desc=f"{c.method} on {c.env.name}",
                    disable=not c.progress_bar or jax.process_index() != 0)
         try:
-            while self.iteration < total:
+            budget = c.budget_env_steps
+            while self.iteration < total and not (budget > 0 and self.env_steps >= budget):
                 metrics = self.train_iteration()
                 if c.eval.every > 0 and self.iteration % c.eval.every == 0:
                     metrics.update(self.evaluate())
@@ -399,6 +410,7 @@ class Trainer:
                 last.update(final)
             if c.checkpoint.every > 0 and self.iteration not in self.checkpointer.steps() and total > 0:
                 self.save()
+            last.update({k.replace("eval/", "eval_start/", 1): v for k, v in self._start_eval().items()})
         finally:
             bar.close()
             self.checkpointer.wait()
@@ -407,6 +419,20 @@ class Trainer:
             if png:
                 log.info("learning curves: %s", png)
         return last
+
+    def _start_eval(self) -> dict[str, Any]:
+        """The evaluation written at iteration 0 (before RL), read back so a resumed run reports it too."""
+        if not (self.metrics.enabled and os.path.exists(self.metrics.path)):
+            return {}
+        import json
+
+        found: dict[str, Any] = {}
+        with open(self.metrics.path) as f:
+            for line in f:
+                row = json.loads(line)
+                if row.get("iteration") == 0 and "eval/success_rate" in row:
+                    found = {k: v for k, v in row.items() if k.startswith("eval/")}
+        return found
 
     def close(self) -> None:
         self._close_skills()

@@ -92,3 +92,32 @@ def test_bad_bank_config(tmp_path):
         SkillBank(tmp_path / "a.db", capacity_per_task=0)
     with pytest.raises(ValueError, match="ucb_c"):
         SkillBank(tmp_path / "a.db", ucb_c=-1.0)
+
+
+def test_ucb_explores_among_skills_of_one_task_on_the_success_scale(tmp_path):
+    """Credits are success rates in [0, 1] (the default won_rate_next_visit): with c = 1 every skill is
+    tried again after its first use, and the most useful one ends up used most."""
+    import numpy as np
+
+    from skillsd_jax.skills import CreditTracker, Skill, SkillBank
+
+    bank = SkillBank(tmp_path / "b.db", ucb_c=1.0)
+    tracker = CreditTracker(bank, mode="won_rate_next_visit")
+    quality = {}
+    for k, q in enumerate([0.2, 0.7, 0.4]):
+        sid = bank.add(Skill(task_id="t", success_analysis=f"s{k}", mistake_analysis="m", golden_workflow="w"))
+        quality[sid] = q
+    rng = np.random.default_rng(0)
+    uses: dict[int, int] = {sid: 0 for sid in quality}
+    chosen = None
+    for step in range(60):
+        if chosen is not None:  # the group of this visit credits the skill used at the last one
+            won = list(rng.random(8) < quality[chosen])
+            tracker.observe_group("t", step, [float(w) for w in won], won)
+        chosen = bank.select("t").skill_id
+        tracker.record_use("t", chosen, step)
+        uses[chosen] += 1
+    assert min(uses.values()) >= 3  # exploration: no skill abandoned after one try
+    best = max(quality, key=quality.get)
+    assert uses[best] == max(uses.values()) and uses[best] > 30
+    assert all(0.0 <= s.mean_reward <= 1.0 for s in bank.skills("t"))

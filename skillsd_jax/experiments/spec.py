@@ -1,0 +1,86 @@
+"""What an experiment is: a base config, the methods (each a config variant), seeds and one budget.
+
+`sokoban_cpu`: the embedded tiny model on Sokoban (6x6, 1 box, 15 steps) from a short cold start;
+every method gets the same cold start per seed, the same environment-step budget and the same
+held-out test levels. `skill_sd_oracle` is Skill-SD with the privileged `oracle` summarizer (solver
+plans): an upper bound that uses OPD-class information, labelled as such.
+`quick`: one seed x two methods at a tiny budget (a smoke test of the whole pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from configs.sokoban import get_config
+
+# method name in the results -> (config method, extra overrides)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grpo": ("grpo", {}),
+    "opd": ("opd", {}),
+    "opsd_grpo": ("opsd_grpo", {}),
+    "skill_grpo": ("skill_grpo", {}),
+    "skill_sd": ("skill_sd", {}),
+    "skill_sd_frozen": ("skill_sd_frozen", {}),
+    "skill_sd_offpolicy": ("skill_sd_offpolicy", {}),
+    "skill_sd_oracle": ("skill_sd", {"skills.backend": "oracle"}),
+}
+PRIVILEGED = {"opd", "opsd_grpo", "skill_sd_oracle"}  # use the level's solution (labelled in reports)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    base: Callable[[], Any]  # () -> ConfigDict shared by every run (method and seed are set per run)
+    description: str = ""
+
+    def config(self, method: str, seed: int):
+        base_method, overrides = VARIANTS[method]
+        c = self.base()
+        c.method = base_method
+        c.seed = seed
+        for key, value in overrides.items():
+            node = c
+            *path, last = key.split(".")
+            for p in path:
+                node = node[p]
+            node[last] = value
+        return c
+
+
+def _sokoban_cpu():
+    c = get_config("")
+    c.eval.num_tasks = 256  # the same 256 held-out test levels for every run
+    c.eval.every = 0  # curves come from evaluations at these env-step marks instead (see runner)
+    c.eval.at_start = False  # the cold start is evaluated once per seed
+    c.checkpoint.every = 10
+    c.progress_bar = True
+    return c
+
+
+def _quick():
+    c = get_config("smoke")
+    c.warmstart.steps = 4
+    c.eval.num_tasks = 8
+    c.eval.every = 0
+    c.eval.at_start = False
+    c.num_iterations = 4
+    c.budget_env_steps = 24
+    c.checkpoint.every = 2
+    c.progress_bar = False
+    return c
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("sokoban_cpu", tuple(VARIANTS), (0, 1, 2), _sokoban_cpu,
+               "tiny model, Sokoban 6x6 / 1 box / 15 steps, 256 test levels"),
+    Experiment("quick", ("grpo", "skill_sd"), (0,), _quick, "smoke: 1 seed x 2 methods, tiny budget"),
+]}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
