@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from skillsd_jax.envs.base import Env, Info, register
+from skillsd_jax.envs.base import Info, TurnCountingEnv, register
 from skillsd_jax.envs.parsing import extract_tag
 
 INSTALL_HINT = (
@@ -165,7 +165,7 @@ When the task is done call `apis.supervisor.complete_task()`; if the task asks a
 as `apis.supervisor.complete_task(answer=...)`. That ends the episode; so does running out of replies ({max_turns})."""
 
 
-class AppWorldEnv(Env):
+class AppWorldEnv(TurnCountingEnv):
     """Multi-turn coding agent over AppWorld tasks, rewarded by AppWorld's evaluator."""
 
     name = "appworld"
@@ -253,12 +253,10 @@ class AppWorldEnv(Env):
         return reward, {"won": success, "success": success, "completion": completion,
                         "num_tests": evaluation.get("num_tests")}
 
-    def step(self, response_text: str) -> tuple[str, float, bool, Info]:
-        if self._world is None:
-            raise RuntimeError("appworld: call reset(seed) before step()")
-        if self._done:
-            return "The episode is over.", 0.0, True, self._info(action_valid=False, action=None)
-        self._turn += 1
+    def _started(self) -> bool:
+        return self._world is not None
+
+    def _take_turn(self, response_text: str) -> tuple[str, float, bool, Info]:
         code = extract_code(response_text)
         if code is None:
             obs = "Invalid reply: put the python code to run between <code> and </code>."

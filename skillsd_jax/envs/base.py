@@ -60,6 +60,41 @@ class Env(abc.ABC):
         """Releases processes, files or connections the environment holds."""
 
 
+class TurnCountingEnv(Env):
+    """An `Env` whose `step` opens the same way for every turn-limited game.
+
+    `step` refuses to run before `reset`, answers any step after the end without changing anything
+    (no reward, action invalid), counts the turn in `_turn`, and hands the answer to `_take_turn`.
+    Subclasses set `_turn = 0` and `_done = False` in `reset` and `_done = True` when the episode ends;
+    the default `_ended_step` calls their `_info(action_valid=False, action=None)`.
+    """
+
+    #: observation returned for a step after the episode ended
+    ended_observation = "The episode is over."
+
+    _turn: int = 0
+    _done: bool = False
+
+    def step(self, response_text: str) -> tuple[str, float, bool, Info]:
+        if not self._started():
+            raise RuntimeError(f"{self.name}: call reset(seed) before step()")
+        if self._done:
+            return self._ended_step()
+        self._turn += 1
+        return self._take_turn(response_text)
+
+    @abc.abstractmethod
+    def _started(self) -> bool:
+        """Whether `reset` has loaded a task."""
+
+    @abc.abstractmethod
+    def _take_turn(self, response_text: str) -> tuple[str, float, bool, Info]:
+        """One turn of a live episode (`_turn` already counts it)."""
+
+    def _ended_step(self) -> tuple[str, float, bool, Info]:
+        return self.ended_observation, 0.0, True, self._info(action_valid=False, action=None)
+
+
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 
 

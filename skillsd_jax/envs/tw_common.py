@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from skillsd_jax.envs.base import Env, Info
+from skillsd_jax.envs.base import Info, TurnCountingEnv
 from skillsd_jax.envs.parsing import extract_tag, normalize_action
 
 #: the sentence verl-agent's ALFWorld prompt uses to list the admissible actions
@@ -121,7 +121,7 @@ def match_action(action: str | None, admissible: Sequence[str]) -> str | None:
     return None
 
 
-class TextGameEnv(Env):
+class TextGameEnv(TurnCountingEnv):
     """Base of environments over a text game engine with admissible commands."""
 
     action_tag = "action"
@@ -165,13 +165,14 @@ class TextGameEnv(Env):
         self._observation = self._render(clean_feedback(state.feedback))
         return self._observation, self._info(action=None, valid=True)
 
-    def step(self, response_text: str) -> tuple[str, float, bool, Info]:
-        if self._task is None or self._state is None:
-            raise RuntimeError(f"{self.name}: call reset(seed) before step()")
-        if self._done:
-            # The episode is over: nothing changes, nothing is rewarded.
-            return self._observation, 0.0, True, self._info(action=None, valid=False)
-        self._turn += 1
+    def _started(self) -> bool:
+        return self._task is not None and self._state is not None
+
+    def _ended_step(self) -> tuple[str, float, bool, Info]:
+        # The last observation stays on screen: nothing changes, nothing is rewarded.
+        return self._observation, 0.0, True, self._info(action=None, valid=False)
+
+    def _take_turn(self, response_text: str) -> tuple[str, float, bool, Info]:
         raw = extract_tag(response_text, self.action_tag)
         command = match_action(raw, self._state.admissible)
         if command is None:

@@ -28,7 +28,7 @@ import uuid
 from typing import Any
 
 from skillsd_jax.envs import http
-from skillsd_jax.envs.base import Env, Info, register
+from skillsd_jax.envs.base import Info, TurnCountingEnv, register
 from skillsd_jax.envs.parsing import extract_tag
 
 START_HINT = (
@@ -248,7 +248,7 @@ class WebShopClient:
         return self._fetch(target.url, target.method)
 
 
-class WebShopEnv(Env):
+class WebShopEnv(TurnCountingEnv):
     """WebShop shopping tasks over HTTP, reward = the server's purchase score."""
 
     name = "webshop"
@@ -339,12 +339,10 @@ class WebShopEnv(Env):
             info.update(score=0.0, success=False)
         return obs, -self.invalid_action_penalty, self._done, info
 
-    def step(self, response_text: str) -> tuple[str, float, bool, Info]:
-        if self._page is None:
-            raise RuntimeError("webshop: call reset(seed) before step()")
-        if self._done:
-            return "The episode is over.", 0.0, True, self._info(action_valid=False, action=None)
-        self._turn += 1
+    def _started(self) -> bool:
+        return self._page is not None
+
+    def _take_turn(self, response_text: str) -> tuple[str, float, bool, Info]:
         parsed = parse_action(response_text)
         if parsed is None:
             return self._invalid("write one action as <action>search[query]</action> or <action>click[name]</action>.")

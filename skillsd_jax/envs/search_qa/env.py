@@ -19,7 +19,7 @@ import pathlib
 import threading
 from typing import Any
 
-from skillsd_jax.envs.base import Env, Info, register
+from skillsd_jax.envs.base import Info, TurnCountingEnv, register
 from skillsd_jax.envs.parsing import first_tag
 from skillsd_jax.envs.search_qa.retrievers import (BM25Retriever, HttpRetriever, Retriever, format_passages,
                                                    read_jsonl)
@@ -86,7 +86,7 @@ def shared_bm25(corpus_path: str | os.PathLike[str], index_dir: str | os.PathLik
         return _BM25[key]
 
 
-class SearchQAEnv(Env):
+class SearchQAEnv(TurnCountingEnv):
     """Multi-turn search-then-answer QA over a local BM25 index or a retrieval server."""
 
     name = "search_qa"
@@ -191,12 +191,10 @@ class SearchQAEnv(Env):
             **extra,
         }
 
-    def step(self, response_text: str) -> tuple[str, float, bool, Info]:
-        if self._q is None:
-            raise RuntimeError("search_qa: call reset(seed) before step()")
-        if self._done:
-            return "The episode is over.", 0.0, True, self._info(action_valid=False, action=None)
-        self._turn += 1
+    def _started(self) -> bool:
+        return self._q is not None
+
+    def _take_turn(self, response_text: str) -> tuple[str, float, bool, Info]:
         last_turn = self._turn >= self.max_turns
         parsed = first_tag(response_text, ("search", "answer"))
         if parsed is None or (parsed[0] == "search" and not parsed[1]):
