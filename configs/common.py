@@ -156,6 +156,14 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint.every = 25  # iterations between checkpoints (0: never)
     c.checkpoint.keep = 3
     c.checkpoint.resume = True  # resume from the workdir's latest checkpoint
+
+    c.metrics = ml_collections.ConfigDict()  # metrics.jsonl and curves.png are always written
+    c.metrics.tensorboard = True  # event files in <workdir>/tensorboard (`tensorboard --logdir <workdir>`)
+    c.metrics.wandb = False  # also log to Weights & Biases (needs `pip install wandb`)
+    c.metrics.wandb_project = "skillsd_jax"  # W&B project name
+    c.metrics.wandb_entity = ""  # W&B user or team; "" = your default entity
+    c.metrics.wandb_mode = "online"  # online | offline (upload later with `wandb sync`) | disabled
+    c.metrics.wandb_run_name = ""  # "" = the workdir's folder name
     return c
 
 

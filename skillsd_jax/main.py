@@ -13,8 +13,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "sokoban.py")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Run config (a configs/*.py file with get_config).")
+from skillsd_jax.cli.common import DEFAULT_CONFIG
+
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Run config (a configs/*.py file with get_config).")
 flags.DEFINE_string("workdir", None, "Overrides config.workdir (checkpoints, metrics, plots, skill bank).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize (multi-host TPU pods / GPU clusters).")
 FLAGS = flags.FLAGS

@@ -1,7 +1,8 @@
-"""Building the run's parts from a config: model, environments, prompts, skills machinery."""
+"""Building the run's parts from a config: model, environments, prompts, rollouts, skills machinery."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -12,10 +13,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skillsd_jax import sharding as shd
+from skillsd_jax.agent import PromptBuilder, PromptConfig, RolloutConfig, RolloutEngine
 from skillsd_jax.envs import make, registered
 from skillsd_jax.envs.pool import EnvPool
 from skillsd_jax.models import ModelConfig, Transformer, load_hf_model
-from skillsd_jax.train.config_utils import to_dict
+from skillsd_jax.sampling import Sampler
+from skillsd_jax.train.config_utils import dataclass_from, to_dict
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -42,6 +45,40 @@ def build_model(model_cfg: Any, vocab_size: int, mesh: jax.sharding.Mesh | None,
     return model
 
 
+def checkpoint_model(model_cfg: Any, checkpoint_dir: str, iteration: int | None = None) -> tuple[Transformer, int]:
+    """The policy of a training checkpoint, for a run whose `config.model` is `model_cfg`: its
+    architecture from `model.path`'s config.json (or the embedded tiny one), its parameters from
+    `checkpoint_dir` (a run's workdir or its `checkpoints/` folder) at `iteration` (default: the latest).
+    Returns the model and the iteration it was saved at."""
+    from skillsd_jax.train.checkpoint import CheckpointError, Checkpointer
+
+    directory = os.path.abspath(checkpoint_dir)
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+        directory = os.path.join(directory, "checkpoints")
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{checkpoint_dir} is not a directory with training checkpoints")
+    if model_cfg.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {model_cfg.dtype!r}")
+    dtype = DTYPES[model_cfg.dtype]
+    cfg = ModelConfig.from_hf_config(model_cfg.path or DEFAULT_MODEL_DIR)
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, dtype=dtype, remat=model_cfg.remat, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    checkpointer = Checkpointer(directory)
+    try:
+        iteration = checkpointer.latest() if iteration is None else int(iteration)
+        if iteration is None or iteration not in checkpointer.steps():
+            raise CheckpointError(f"no checkpoint {'' if iteration is None else iteration} in {directory} "
+                                  f"(saved: {checkpointer.steps()})")
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                       nnx.to_pure_dict(state))
+        params = checkpointer.restore_params(iteration, abstract_params)
+    finally:
+        checkpointer.close()
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state), iteration
+
+
 def env_factory(env_cfg: Any, split: str) -> functools.partial:
     if env_cfg.name not in registered():
         raise ValueError(f"config.env.name={env_cfg.name!r} is not a registered environment; known: {registered()}")
@@ -53,6 +90,36 @@ def env_pool(env_cfg: Any, split: str, size: int) -> EnvPool:
     fn = env_factory(env_cfg, split)
     return EnvPool([fn] * size, num_workers=env_cfg.num_workers or None, backend=env_cfg.pool_backend,
                    timeout_s=env_cfg.step_timeout_s or None)
+
+
+def prompt_builder(config: Any, tokenizer: Any) -> tuple[PromptBuilder, int]:
+    """The run's prompt builder (over the environment's instructions) and the environment's turn limit."""
+    env = env_factory(config.env, "train")()
+    try:
+        max_turns, instructions = env.max_turns, env.instructions()
+    finally:
+        env.close()
+    return PromptBuilder(tokenizer, instructions, dataclass_from(config.prompt, PromptConfig, "prompt")), max_turns
+
+
+def rollout_config(config: Any) -> RolloutConfig:
+    """`config.rollout` without the batch-shape fields (tasks per iteration, group size)."""
+    fields = {k: v for k, v in config.rollout.to_dict().items() if k not in ("group_size", "tasks_per_iteration")}
+    return dataclass_from(fields, RolloutConfig, "rollout")
+
+
+def eval_rollout_config(config: Any, train_rollout: RolloutConfig) -> RolloutConfig:
+    """The training rollout settings, sampled at `config.eval.temperature` (greedy by default)."""
+    return dataclasses.replace(train_rollout, temperature=config.eval.temperature)
+
+
+def eval_rollout(config: Any, sampler: Sampler, tokenizer: Any, prompts: PromptBuilder, env_max_turns: int,
+                 train_rollout: RolloutConfig) -> RolloutEngine:
+    """Test-split episodes, one environment per eval task, with `eval_rollout_config`; the engine owns
+    its pool (close it with `engine.pool.close()`)."""
+    pool = env_pool(config.env, "eval", config.eval.num_tasks)
+    return RolloutEngine(sampler, tokenizer, pool, prompts, config.env.name, env_max_turns,
+                         eval_rollout_config(config, train_rollout))
 
 
 def make_summarizer(skills_cfg: Any, *, sampler=None, params_fn=None, tokenizer=None, lock=None):

@@ -65,6 +65,21 @@ class Checkpointer:
                                   f"(model or optimizer changed?): {e}") from None
         return out["state"], dict(out["extras"])
 
+    def restore_params(self, iteration: int, abstract_params: Any) -> Any:
+        """Only the policy parameters of checkpoint `iteration` (evaluation, export): no optimizer or
+        teacher state is read, so the optimizer settings of the run need not be known."""
+        try:
+            out = self.manager.restore(iteration, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item={"params": abstract_params}, partial_restore=True,
+                                             restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                                 {"params": abstract_params}))))
+        except FileNotFoundError as e:
+            raise CheckpointError(f"checkpoint {iteration} in {self.directory} is incomplete: {e}") from None
+        except ValueError as e:
+            raise CheckpointError(f"the parameters of checkpoint {iteration} in {self.directory} do not match "
+                                  f"this model config: {e}") from None
+        return out["state"]["params"]
+
     def restore_bank_file(self, iteration: int, live_path: str) -> None:
         """Replaces the live bank file by the snapshot of `iteration` (the bank must be closed)."""
         snap = self.bank_path(iteration)

@@ -1,12 +1,17 @@
-"""Episode statistics for training logs and evaluation (success rate, returns, validity, lengths)."""
+"""Episode statistics for training logs and evaluation (success rate with its 95% interval, returns,
+validity, lengths), and the evaluation of a policy that training and `skillsd-eval` share."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from skillsd_jax.agent.episode import Episode
+from skillsd_jax.agent.rollout import RolloutEngine
+from skillsd_jax.train.stats import wilson_interval
+
+EVAL_SEED = 12345  # sampling seed of evaluation rollouts (greedy evaluation ignores it)
 
 
 def episode_metrics(episodes: Sequence[Episode], prefix: str) -> dict[str, float]:
@@ -23,4 +28,17 @@ def episode_metrics(episodes: Sequence[Episode], prefix: str) -> dict[str, float
         f"{prefix}/valid_action_rate": float(np.mean([t.action_valid for t in turns])) if turns else 0.0,
         f"{prefix}/response_tokens_mean": float(np.mean([len(t.response_ids) for t in turns])) if turns else 0.0,
     })
+    return out
+
+
+def evaluate_policy(rollout: RolloutEngine, params: Any, seeds: Sequence[int], *, prefix: str = "eval",
+                    seed: int = EVAL_SEED) -> dict[str, float]:
+    """One episode per task seed with `rollout`'s sampling settings; `episode_metrics` plus the success
+    rate's 95% Wilson interval (`success_ci95_lo/hi`), `num_episodes` played and the wall time."""
+    episodes, stats = rollout.run(params, list(seeds), 1, seed=seed, episode_prefix=prefix)
+    out = episode_metrics(episodes, prefix)
+    ok = [ep for ep in episodes if ep.error is None]
+    lo, hi = wilson_interval(sum(bool(ep.won) for ep in ok), len(ok))
+    out.update({f"{prefix}/success_ci95_lo": lo, f"{prefix}/success_ci95_hi": hi,
+                f"{prefix}/num_episodes": float(len(episodes)), f"{prefix}/seconds": stats.total_s})
     return out

@@ -8,7 +8,6 @@ summarize); `Trainer.train_iteration` calls them in that order. See docs/algorit
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import logging
 import os
@@ -22,14 +21,14 @@ import numpy as np
 from flax import nnx
 
 from skillsd_jax import sharding as shd
-from skillsd_jax.agent import PromptBuilder, PromptConfig, RolloutConfig, RolloutEngine
+from skillsd_jax.agent import RolloutEngine
 from skillsd_jax.models.tokenizer import load_tokenizer
 from skillsd_jax.sampling import Sampler
 from skillsd_jax.train import builders, iteration as steps
 from skillsd_jax.train.batch import TrainBatch
 from skillsd_jax.train.checkpoint import Checkpointer
 from skillsd_jax.train.config_utils import dataclass_from, require
-from skillsd_jax.train.evaluate import episode_metrics
+from skillsd_jax.train.evaluate import evaluate_policy
 from skillsd_jax.train.guidance import Guide
 from skillsd_jax.train.methods import get_method
 from skillsd_jax.train.metrics import MetricsWriter, format_line, plot_metrics
@@ -37,9 +36,8 @@ from skillsd_jax.train.optimizer import OptimizerConfig, make_optimizer
 from skillsd_jax.train.returns import AdvantageConfig
 from skillsd_jax.train.rollout_correction import RolloutCorrectionConfig
 from skillsd_jax.train.state import TeacherSyncConfig, init_state, sync_teacher, teacher_params
-from skillsd_jax.train.stats import wilson_interval
 from skillsd_jax.train.step import LossConfig, StepConfig, make_score_fn, make_train_step
-from skillsd_jax.train.tasks import TaskIterator
+from skillsd_jax.train.tasks import TaskIterator, task_seeds
 
 log = logging.getLogger(__name__)
 CONSOLE_KEYS = ("train/return_mean", "train/success_rate", "train/valid_action_rate", "loss/grpo_loss",
@@ -94,25 +92,19 @@ class Trainer:
                                cache_dtype=builders.DTYPES[c.model.dtype])
         g = c.rollout
         self.group_size, self.tasks_per_iter = g.group_size, g.tasks_per_iteration
-        env = builders.env_factory(c.env, "train")()
-        self.env_max_turns, instructions = env.max_turns, env.instructions()
-        env.close()
-        self.prompts = PromptBuilder(self.tokenizer, instructions, dataclass_from(c.prompt, PromptConfig, "prompt"))
-        rollout_fields = {k: v for k, v in g.to_dict().items() if k not in ("group_size", "tasks_per_iteration")}
-        self.rollout_config = dataclass_from(rollout_fields, RolloutConfig, "rollout")
+        self.prompts, self.env_max_turns = builders.prompt_builder(c, self.tokenizer)
+        self.rollout_config = builders.rollout_config(c)
         self.train_pool = builders.env_pool(c.env, "train", self.tasks_per_iter * self.group_size)
         self.rollout = RolloutEngine(self.sampler, self.tokenizer, self.train_pool, self.prompts, c.env.name,
                                      self.env_max_turns, self.rollout_config)
-        self.eval_pool = None
         self.eval_rollout = None
-        eval_cfg = dataclasses.replace(self.rollout_config, temperature=c.eval.temperature)
         if c.eval.every > 0 or c.eval.at_end:
-            self.eval_pool = builders.env_pool(c.env, "eval", c.eval.num_tasks)  # one env per eval task
-            self.eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.eval_pool, self.prompts, c.env.name,
-                                              self.env_max_turns, eval_cfg)
+            self.eval_rollout = builders.eval_rollout(c, self.sampler, self.tokenizer, self.prompts,
+                                                      self.env_max_turns, self.rollout_config)
         # Acting with the selected skill vs without, on training tasks that have one (same greedy decoding).
         self.skill_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.train_pool, self.prompts,
-                                                c.env.name, self.env_max_turns, eval_cfg)
+                                                c.env.name, self.env_max_turns,
+                                                builders.eval_rollout_config(c, self.rollout_config))
         self.batch_spec = steps.BatchSpec(
             layout=c.rows.layout, sdl_on=self.sdl_on, full_vocab_teacher=loss.sdl_kind != "sampled",
             recompute_old_logp=c.recompute_old_logp, row_multiple=c.micro_batches * self._data_parallel(),
@@ -124,10 +116,11 @@ class Trainer:
         self.bank_path = os.path.join(self.workdir, "skills.sqlite")
         if self.method.uses_skills:
             self._open_skills()
-        self.train_seeds, self.eval_seeds = self._task_seeds()
+        self.train_seeds, self.eval_seeds = task_seeds(c)
         self.tasks = TaskIterator(self.train_seeds, seed=c.seed)
         self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), max_to_keep=c.checkpoint.keep)
-        self.metrics = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        self.metrics = MetricsWriter.from_config(self.workdir, c.metrics, enabled=jax.process_index() == 0,
+                                                 run_config=c.to_dict())
         self.iteration = 0
         self.env_steps = 0  # environment steps taken by training rollouts so far (the budget's unit)
         self.guide = Guide()
@@ -158,24 +151,6 @@ class Trainer:
                 "config.rollout_correction needs config.recompute_old_logp=True (it weighs trainer vs sampler)")
         if self.method.sdl and c.loss.sdl_kind != "sampled":
             log.warning("sdl_kind=%s materializes [B,T,V] student and teacher logits", c.loss.sdl_kind)
-
-    def _task_seeds(self) -> tuple[list[int] | None, list[int]]:
-        """Train task seeds (None: a fresh seed per task) and eval seeds, from a task dataset if configured."""
-        c = self.config
-        if c.env.task_dataset:
-            from skillsd_jax.data import load_task_split
-
-            if not c.env.data_dir:
-                raise ValueError("config.env.task_dataset needs config.env.data_dir")
-            try:
-                train = [int(r["seed"]) for r in load_task_split(c.env.task_dataset, "train", c.env.data_dir)]
-                test = [int(r["seed"]) for r in load_task_split(c.env.task_dataset, "test", c.env.data_dir)]
-            except (FileNotFoundError, ValueError) as e:
-                raise ValueError(f"config.env.task_dataset={c.env.task_dataset!r} is not readable in "
-                                 f"{c.env.data_dir}: {e} (build it with `python -m skillsd_jax.data ...`)") from None
-            return train, test[: c.eval.num_tasks]
-        train = list(range(c.env.num_train_tasks)) if c.env.num_train_tasks > 0 else None
-        return train, list(range(c.eval.num_tasks))
 
     def _open_skills(self) -> None:
         from skillsd_jax.skills import AsyncSummarizer, CreditTracker, SkillBank
@@ -277,12 +252,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Held-out success (one greedy episode per test task) with its 95% Wilson interval, and, for
         methods with skills, the policy on training tasks with a skill: acting plain vs with the skill."""
-        episodes, stats = self.eval_rollout.run(self.state.params, self.eval_seeds, 1, seed=12345,
-                                                episode_prefix="eval")
-        out = {**episode_metrics(episodes, "eval"), "eval/seconds": stats.total_s}
-        ok = [e for e in episodes if e.error is None]
-        lo, hi = wilson_interval(sum(e.won for e in ok), len(ok))
-        out.update({"eval/success_ci95_lo": lo, "eval/success_ci95_hi": hi})
+        out = evaluate_policy(self.eval_rollout, self.state.params, self.eval_seeds)
         if self.bank is not None:
             out.update(self._evaluate_with_skills())
         return out
@@ -437,9 +407,10 @@ class Trainer:
     def close(self) -> None:
         self._close_skills()
         self.checkpointer.close()
+        self.metrics.close()
         self.train_pool.close()
-        if self.eval_pool is not None:
-            self.eval_pool.close()
+        if self.eval_rollout is not None:
+            self.eval_rollout.pool.close()
 
 
 def train(config: Any, workdir: str | None = None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The task iterator: which task seeds each iteration trains on; its state is checkpointed."""
+"""Task seeds: the train and test seeds a run config names, and the iterator choosing which train
+seeds each iteration trains on (its state is checkpointed)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,23 @@ class TaskIterator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.stream_offset = int(state.get("stream_offset", 0))
+
+
+def task_seeds(config: Any) -> tuple[list[int] | None, list[int]]:
+    """Train task seeds (None: a fresh seed per task) and the `config.eval.num_tasks` test seeds, from
+    the task dataset `config.env.task_dataset` when one is set."""
+    env, num_eval = config.env, config.eval.num_tasks
+    if env.task_dataset:
+        from skillsd_jax.data import load_task_split
+
+        if not env.data_dir:
+            raise ValueError("config.env.task_dataset needs config.env.data_dir")
+        try:
+            train = [int(r["seed"]) for r in load_task_split(env.task_dataset, "train", env.data_dir)]
+            test = [int(r["seed"]) for r in load_task_split(env.task_dataset, "test", env.data_dir)]
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"config.env.task_dataset={env.task_dataset!r} is not readable in "
+                             f"{env.data_dir}: {e} (build it with `python -m skillsd_jax.data ...`)") from None
+        return train, test[:num_eval]
+    train = list(range(env.num_train_tasks)) if env.num_train_tasks > 0 else None
+    return train, list(range(num_eval))

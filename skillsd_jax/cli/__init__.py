@@ -1,0 +1,1 @@
+"""Command-line tools besides training: `skillsd-eval` (evaluate a policy) and `skillsd-export` (HF export)."""

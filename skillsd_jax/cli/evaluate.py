@@ -1,0 +1,81 @@
+"""`skillsd-eval`: the success rate (with its 95% Wilson interval) of a policy on an environment's test split.
+
+    skillsd-eval --config=configs/sokoban.py --checkpoint=runs/sokoban_verl_agent_skill_sd
+    skillsd-eval --config=configs/sokoban.py --hf=/ckpt/exported --num_tasks=64 --output=eval.json
+
+The policy comes from a training checkpoint (the run's config says its architecture) or a local HF
+directory. Episodes are played exactly as the training loop's evaluation plays them (same prompts,
+rollout engine and metrics; `config.eval.temperature`, greedy by default): one per test task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from absl import flags
+
+from skillsd_jax.cli.common import USER_ERRORS, define_checkpoint_flags, load_policy, parse_flags
+
+
+def _define(values: flags.FlagValues) -> None:
+    define_checkpoint_flags(values)
+    flags.DEFINE_string("hf", None, "A local Hugging Face model directory (instead of --checkpoint).",
+                        flag_values=values)
+    flags.DEFINE_integer("num_tasks", None, "Test tasks, one episode each (default: config.eval.num_tasks).",
+                         flag_values=values)
+    flags.DEFINE_string("output", None, "Also write the results as JSON to this file.", flag_values=values)
+
+
+def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = None,
+             hf_dir: str | None = None) -> dict[str, Any]:
+    """Evaluates the policy on `config.eval.num_tasks` test tasks; metrics without the `eval/` prefix."""
+    from skillsd_jax.sampling import Sampler
+    from skillsd_jax.train import builders
+    from skillsd_jax.train.evaluate import evaluate_policy
+    from skillsd_jax.train.tasks import task_seeds
+
+    from flax import nnx
+
+    model, tokenizer, source = load_policy(config, checkpoint=checkpoint, step=step, hf_dir=hf_dir)
+    graphdef, params = nnx.split(model)
+    sampler = Sampler(graphdef, model.config, cache_dtype=builders.DTYPES[config.model.dtype])
+    prompts, env_max_turns = builders.prompt_builder(config, tokenizer)
+    rollout = builders.eval_rollout(config, sampler, tokenizer, prompts, env_max_turns, builders.rollout_config(config))
+    try:
+        metrics = evaluate_policy(rollout, params, task_seeds(config)[1])
+    finally:
+        rollout.pool.close()
+    results = {k.removeprefix("eval/"): v for k, v in metrics.items()}
+    return {"source": source, "env": config.env.name, "split": "test", **results}
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    values = parse_flags(argv, _define, __doc__)
+    config = values.config
+    if values.num_tasks is not None:
+        if values.num_tasks < 1:
+            raise SystemExit("--num_tasks must be >= 1")
+        config.eval.num_tasks = values.num_tasks
+    try:
+        results = evaluate(config, checkpoint=values.checkpoint, step=values.step, hf_dir=values.hf)
+    except USER_ERRORS as e:
+        raise SystemExit(f"skillsd-eval: {e}") from None
+    text = json.dumps(results, sort_keys=True)
+    print(text)
+    if values.output:
+        with open(values.output, "w") as f:
+            f.write(text + "\n")
+    return results
+
+
+def run() -> None:
+    """Console-script entry (`skillsd-eval`)."""
+    logging.basicConfig(level=logging.WARNING)
+    main(sys.argv)
+
+
+if __name__ == "__main__":
+    run()
