@@ -1,4 +1,4 @@
-"""Benchmark model shapes (BENCHMARKS.md) and building the same random model in PyTorch and JAX."""
+"""Benchmark model shapes (docs/benchmarks.md) and building the same random model in PyTorch and JAX."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     python -m benchmarks.train_step [--shape tiny|small] [--batch 8] [--seq 512] [--micro-batches 1]
                                     [--dtype float32|bfloat16] [--steps 3] [--no-reference] [--json]
 
-A step is what the trainer does per batch (BENCHMARKS.md): a no-grad TEACHER forward scoring the
+A step is what the trainer does per batch (docs/benchmarks.md): a no-grad TEACHER forward scoring the
 sampled tokens under the teacher rows (jitted `score`), then the jitted `train_step` (student
 forward + backward of GRPO + SDL, AdamW with clipping). The reference does the same on the same HF
 Qwen3 weights in PyTorch eager: `torch.no_grad()` teacher log-probs, student log-probs, PPO-clip +
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tokens = args.batch * args.seq
     peak = jax_matmul_gflops(args.peak_n, "float32")
     first, median = bench_ours(model, rows, args.micro_batches, args.steps)
-    # Student forward + backward = 3 forwards, teacher = 1 (BENCHMARKS.md convention).
+    # Student forward + backward = 3 forwards, teacher = 1 (the convention of docs/benchmarks.md).
     flops_per_token = 4.0 * model_config(args.shape).flops_per_token(args.seq)
     result: dict[str, Any] = {
         "benchmark": "train_step", "shape": args.shape, "device": str(jax.devices()[0].device_kind),

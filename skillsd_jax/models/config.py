@@ -102,7 +102,7 @@ class ModelConfig:
         return v * d + self.num_layers * per_layer + d + head
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Forward matmul FLOPs per token at context `seq_len` (the convention of BENCHMARKS.md).
+        """Forward matmul FLOPs per token at context `seq_len` (the convention of docs/benchmarks.md).
 
         2 x (all weight matrices, the unembedding included, the input-embedding gather excluded)
         + 4 x layers x heads x head_dim x seq_len for attention scores and values (not halved for causality).

@@ -28,7 +28,7 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherSyncConfig:
-    """How the teacher's parameters follow the student's (ALGORITHM.md step 6).
+    """How the teacher's parameters follow the student's (docs/algorithm.md, step 6).
 
     - "hard", every=1 (paper default): the teacher is the pre-update policy; no copy is kept.
     - "hard", every=K: a copy refreshed after every K-th iteration.

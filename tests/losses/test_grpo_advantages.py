@@ -1,4 +1,4 @@
-"""GRPO advantages (ALGORITHM.md test 7) against a per-group loop reference."""
+"""GRPO advantages (docs/algorithm.md, "The losses") against a per-group loop reference."""
 
 from __future__ import annotations
 

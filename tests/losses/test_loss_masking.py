@@ -1,4 +1,4 @@
-"""Masking (ALGORITHM.md test 6) for every loss and mode, plus jit == eager.
+"""Masking (docs/algorithm.md: only generated tokens are trained) for every loss and mode, plus jit == eager.
 
 Masked positions are filled with NaN / inf garbage: they must not change the value, must get
 exactly zero gradient, and an all-zero mask must give loss 0 with zero, finite gradients.

@@ -1,4 +1,4 @@
-"""PPO clipped loss (ALGORITHM.md test 8): per-token values and gradients in each clipping regime.
+"""PPO clipped loss (docs/algorithm.md, "The losses"): per-token values and gradients in each clipping regime.
 
 Each case is one token with a chosen advantage A and ratio r; the expected per-token loss and
 gradient wrt logp are written from the case analysis of -min(rA, clip(r) A) by hand.

@@ -1,4 +1,4 @@
-"""Skill-SD distillation loss against exact enumeration on toy categoricals (ALGORITHM.md tests 1-5).
+"""Skill-SD distillation loss against exact enumeration on toy categoricals (docs/algorithm.md, "The losses").
 
 Each vocabulary item is one sample (one [1,1] call of the loss); expectations weight the
 per-sample values / gradients by the sampling distribution. float32, tolerances ~1e-5.

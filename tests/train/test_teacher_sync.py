@@ -1,4 +1,4 @@
-"""ALGORITHM.md test 9: hard copy only every K; EMA arithmetic; frozen never changes."""
+"""Teacher sync (docs/algorithm.md, step 6): hard copy only every K; EMA arithmetic; frozen never changes."""
 
 from __future__ import annotations
 
