@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from typing import Any, Callable
@@ -62,3 +64,20 @@ def load_policy(config: Any, *, checkpoint: str | None = None, step: int | None 
     model, iteration = builders.checkpoint_model(config.model, checkpoint, step)
     tokenizer = load_tokenizer(config.tokenizer or None)
     return model, tokenizer, f"checkpoint:{os.path.abspath(checkpoint)}@{iteration}"
+
+
+def run_reporting(tool: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Runs `work` and prints its result as one JSON line; a user error exits with one line naming
+    `tool`, without a traceback."""
+    try:
+        result = work()
+    except USER_ERRORS as e:
+        raise SystemExit(f"{tool}: {e}") from None
+    print(json.dumps(result, sort_keys=True))
+    return result
+
+
+def console_entry(main: Callable[[list[str]], Any]) -> None:
+    """What a console script runs: warnings-only logging, then `main(sys.argv)`."""
+    logging.basicConfig(level=logging.WARNING)
+    main(sys.argv)

@@ -11,13 +11,11 @@ rollout engine and metrics; `config.eval.temperature`, greedy by default): one p
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 from absl import flags
 
-from skillsd_jax.cli.common import USER_ERRORS, define_checkpoint_flags, load_policy, parse_flags
+from skillsd_jax.cli.common import console_entry, define_checkpoint_flags, load_policy, parse_flags, run_reporting
 
 
 def _define(values: flags.FlagValues) -> None:
@@ -59,22 +57,17 @@ def main(argv: list[str]) -> dict[str, Any]:
         if values.num_tasks < 1:
             raise SystemExit("--num_tasks must be >= 1")
         config.eval.num_tasks = values.num_tasks
-    try:
-        results = evaluate(config, checkpoint=values.checkpoint, step=values.step, hf_dir=values.hf)
-    except USER_ERRORS as e:
-        raise SystemExit(f"skillsd-eval: {e}") from None
-    text = json.dumps(results, sort_keys=True)
-    print(text)
+    results = run_reporting("skillsd-eval", lambda: evaluate(config, checkpoint=values.checkpoint, step=values.step,
+                                                             hf_dir=values.hf))
     if values.output:
         with open(values.output, "w") as f:
-            f.write(text + "\n")
+            f.write(json.dumps(results, sort_keys=True) + "\n")
     return results
 
 
 def run() -> None:
     """Console-script entry (`skillsd-eval`)."""
-    logging.basicConfig(level=logging.WARNING)
-    main(sys.argv)
+    console_entry(main)
 
 
 if __name__ == "__main__":

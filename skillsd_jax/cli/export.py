@@ -8,15 +8,12 @@ Writes config.json, safetensors and the tokenizer (with its chat template); the 
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import sys
 from typing import Any
 
 from absl import flags
 
-from skillsd_jax.cli.common import USER_ERRORS, define_checkpoint_flags, load_policy, parse_flags
+from skillsd_jax.cli.common import console_entry, define_checkpoint_flags, load_policy, parse_flags, run_reporting
 
 EXPORT_DTYPES = ("float32", "bfloat16")
 
@@ -45,19 +42,14 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise SystemExit("skillsd-export: --checkpoint and --out are required")
     if os.path.exists(os.path.join(values.out, "config.json")):
         raise SystemExit(f"skillsd-export: {values.out} already holds a model; choose an empty directory")
-    try:
-        source = export(values.config, values.checkpoint, values.out, step=values.step, dtype=values.dtype)
-    except USER_ERRORS as e:
-        raise SystemExit(f"skillsd-export: {e}") from None
-    result = {"source": source, "out": os.path.abspath(values.out)}
-    print(json.dumps(result, sort_keys=True))
-    return result
+    return run_reporting("skillsd-export", lambda: {
+        "source": export(values.config, values.checkpoint, values.out, step=values.step, dtype=values.dtype),
+        "out": os.path.abspath(values.out)})
 
 
 def run() -> None:
     """Console-script entry (`skillsd-export`)."""
-    logging.basicConfig(level=logging.WARNING)
-    main(sys.argv)
+    console_entry(main)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import subprocess
+import sys
+import tomllib
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +27,7 @@ MICRO = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_si
          "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
          "head_dim": 16, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 ITERATION = 5
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _model_cfg(root):
@@ -106,3 +111,16 @@ def test_eval_needs_exactly_one_policy(run_dir, tmp_path):
         eval_cli.main(_argv(root))
     with pytest.raises(SystemExit, match="no config.json"):
         eval_cli.main(_argv(root, f"--hf={tmp_path}"))
+
+
+def test_console_scripts_are_registered_and_start():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert {"skillsd-train", "skillsd-eval", "skillsd-export"} <= set(scripts)
+    for name in ("skillsd-eval", "skillsd-export"):
+        module, function = scripts[name].split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+        # The console entry as a process: --help prints the usage and the tool's flags.
+        out = subprocess.run([sys.executable, "-c", f"import {module}; {module}.{function}()", "--help"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and name in out.stdout and "--checkpoint" in out.stdout, out.stderr
