@@ -64,6 +64,7 @@ class MetricsWriter:
             writer = self._tensorboard()
             for key, value in scalars.items():
                 writer.add_scalar(key, value, global_step=int(iteration))
+            writer.flush()  # an iteration takes seconds: curves appear in TensorBoard as it ends
         if self._wandb_run is not None:
             self._wandb_run.log(scalars, step=int(iteration))
 
@@ -80,10 +81,6 @@ class MetricsWriter:
             for r in rows:
                 f.write(json.dumps(r, sort_keys=True) + "\n")
 
-    def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
@@ -96,7 +93,7 @@ class MetricsWriter:
         if self._tb is None:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(self.tensorboard_dir, purge_step=self._tb_purge_step, flush_secs=30)
+            self._tb = SummaryWriter(self.tensorboard_dir, purge_step=self._tb_purge_step)
         return self._tb
 
 

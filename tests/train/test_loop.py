@@ -95,6 +95,8 @@ def test_methods_run_one_iteration(micro_model_dir, tmp_path, method):
     if method == "grpo":
         assert m["loss/sdl_loss"] == 0.0 and t.bank is None
         assert t.train_seeds == [0, 1, 2] and t.eval_seeds == [0, 1] and m["eval/episodes"] == 2
+        assert 0.0 <= m["eval/success_ci95_lo"] <= m["eval/success_rate"] <= m["eval/success_ci95_hi"] <= 1.0
+        assert os.listdir(tmp_path / "run" / "tensorboard")  # event files beside metrics.jsonl
     if method == "opd":  # privileged teacher on every row, no GRPO term
         assert m["rows/sdl_rows"] == m["rows/count"]
         assert m["loss/sdl_loss"] > 0.0
