@@ -1,5 +1,5 @@
 """Skills: summarizing finished episodes, a persistent per-task skill bank with UCB selection,
-credit assignment, and the skill block prepended to the teacher's prompt (ALGORITHM.md steps 2-4).
+credit assignment, and the skill block prepended to the teacher's prompt (docs/algorithm.md, steps 2-4).
 
 Typical use in the training loop (per task x at step t)::
 

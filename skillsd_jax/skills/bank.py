@@ -1,4 +1,4 @@
-"""A persistent, thread-safe per-task skill bank on SQLite (ALGORITHM.md steps 2-3).
+"""A persistent, thread-safe per-task skill bank on SQLite (docs/algorithm.md, steps 2-3).
 
 Durability: WAL journal with ``synchronous=FULL``; every write is its own transaction, so once
 `add`/`update` returns the change survives a SIGKILL of the process (and a power loss).

@@ -1,4 +1,4 @@
-"""Which reward a used skill is credited with: a documented, configurable choice (ALGORITHM.md step 3).
+"""Which reward a used skill is credited with: a documented, configurable choice (docs/algorithm.md, step 3).
 
 Modes (``CreditTracker(bank, mode=...)``):
   - ``next_visit`` (DEFAULT, the paper's signal): a skill used for task x at step t is credited with

@@ -1,4 +1,4 @@
-"""UCB1 selection over one task's skill buffer (ALGORITHM.md step 3).
+"""UCB1 selection over one task's skill buffer (docs/algorithm.md, step 3).
 
 Rule: untried skills (n(e) = 0) come first, oldest first. Otherwise pick
 ``argmax_e mean(e) + c * sqrt(ln N(x) / n(e))`` with ``N(x) = sum_e n(e)`` over the task's

@@ -1,4 +1,4 @@
-"""The method table: Skill-SD and its baselines as data, all on one code path (ALGORITHM.md).
+"""The method table: Skill-SD and its baselines as data, all on one code path (docs/algorithm.md).
 
 Each method says what guidance the acting prompt, the student's training prompt and the teacher's
 prompt carry, which loss terms are on, and how the teacher follows the student.
