@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Callable
 
 from configs.sokoban import get_config
+from skillsd_jax.train.config_utils import set_fields
 
 # method name in the results -> (config method, extra overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -41,13 +42,7 @@ class Experiment:
         c = self.base()
         c.method = base_method
         c.seed = seed
-        for key, value in overrides.items():
-            node = c
-            *path, last = key.split(".")
-            for p in path:
-                node = node[p]
-            node[last] = value
-        return c
+        return set_fields(c, overrides)
 
 
 def _sokoban_cpu():

@@ -32,3 +32,14 @@ def dataclass_from(section: Any, cls: type[T], name: str, **overrides: Any) -> T
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
+
+
+def set_fields(config: Any, overrides: dict[str, Any]) -> Any:
+    """Sets dotted fields (`"skills.backend": "oracle"`) on a config in place; returns it."""
+    for key, value in overrides.items():
+        node = config
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs.sokoban import get_config
+from skillsd_jax.train.config_utils import set_fields
 from skillsd_jax.train.loop import Trainer
 
 MICRO = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 4096, "hidden_size": 32,
@@ -34,13 +35,7 @@ def _config(micro_model_dir, workdir, method="skill_sd", **overrides):
     c.eval.at_end = False
     c.checkpoint.every = 1
     c.skills.credit = "same_step"  # credit skills within these few iterations
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    return set_fields(c, overrides)
 
 
 def _leaves(tree):
