@@ -11,6 +11,7 @@ from scipy import stats
 
 from skillsd_jax import sharding as shd
 from skillsd_jax.models import KVCache
+from skillsd_jax.models.kv_cache import zero_segments
 from skillsd_jax.sampling import Sampler, SamplingParams, generate
 from skillsd_jax.sampling.filters import filter_logits, sample_tokens
 
@@ -21,18 +22,21 @@ def test_kv_cache_decode_logits_equal_full_forward(tiny_model):
     model = tiny_model
     seq = np.random.default_rng(0).integers(0, model.config.vocab_size, 14).astype(np.int32)
     full = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(seq[None])))[0]
-    cache = KVCache.init(model.config, 1, 32)
-    step = nnx.jit(lambda m, ids, pos, valid, cache, start: m.forward_chunk(ids, pos, valid, cache, start))
-    # Prefill 6 tokens (left-padded into an 8-token chunk), then decode the rest one by one.
+    # Segments of 4 slots: the tokens span several, and the cache grows past its first capacity.
+    cache = KVCache.init(model.config, 1, 2, 4)
+    step = nnx.jit(lambda m, ids, valid, cache: m.forward_chunk(ids, valid, cache))
+    # Prefill 6 tokens (right-padded into an 8-token chunk), then decode the rest one by one.
     ids = np.zeros((1, 8), np.int32)
-    ids[0, 2:] = seq[:6]
+    ids[0, :6] = seq[:6]
     valid = np.zeros((1, 8), bool)
-    valid[0, 2:] = True
-    pos = np.maximum(np.cumsum(valid, 1) - 1, 0)
-    logits, cache = step(model, ids, pos, valid, cache, 0)
-    np.testing.assert_allclose(np.asarray(logits)[0, 2:], full[:6], atol=1e-4)
+    valid[0, :6] = True
+    logits, cache = step(model, ids, valid, cache)
+    np.testing.assert_allclose(np.asarray(logits)[0, :6], full[:6], atol=1e-4)
+    assert int(cache.lengths_B[0]) == 6
     for t in range(6, 14):
-        logits, cache = step(model, seq[None, t:t + 1], np.array([[t]]), np.ones((1, 1), bool), cache, 8 + t - 6)
+        if t == 8:
+            cache = cache.with_segments(*zero_segments(model.config, 1, 2, 4, jnp.float32))
+        logits, cache = step(model, seq[None, t:t + 1], np.ones((1, 1), bool), cache)
         np.testing.assert_allclose(np.asarray(logits)[0, 0], full[t], atol=1e-4)
 
 
@@ -139,7 +143,7 @@ def test_multi_turn_continuation_equals_fresh_prefill(tiny_model):
 
 
 def test_cache_grows_across_turns(tiny_model):
-    sampler, params = Sampler.for_model(tiny_model)
+    sampler, params = Sampler.for_model(tiny_model, segment_slots=64)
     greedy = SamplingParams(temperature=0.0)
     session, first = sampler.begin(params, [[1, 2, 3]], max_new_tokens=40, sampling=greedy)
     history = [1, 2, 3] + first[0].tokens
@@ -152,6 +156,7 @@ def test_cache_grows_across_turns(tiny_model):
         assert out[0].tokens == fresh.tokens
         history += out[0].tokens
     assert session.slots > slots
+    assert session.cache.num_segments == session.slots // 64
 
 
 def test_sharded_sampler_equals_unsharded(tiny_model):
@@ -187,7 +192,7 @@ def test_programs_are_bucketed(tiny_model):
         n = int(rng.integers(5, 9))
         prompts = [rng.integers(0, 40, int(rng.integers(3, 17))).tolist() for _ in range(n)]
         sampler.generate(params, prompts, max_new_tokens=int(rng.integers(4, 17)), sampling=sp, seed=i)
-    assert sampler.num_compilations == 3  # one cache initializer + one prefill + one decode program
+    assert sampler.num_compilations == 2  # one cache segment initializer + one turn (prefill + decode) program
 
 
 def test_bad_requests_fail_clearly(tiny_model):
