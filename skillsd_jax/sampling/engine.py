@@ -6,7 +6,7 @@ token per live row per step. Attention reads only the filled segments (up to the
 grows by appending segments, and an optional shared prefix (an environment's instructions) is prefilled
 once and attended by every row.
 
-Shapes are padded to buckets (batch: powers of two; chunks: powers of two and their 1.5x, >= 16; new
+Shapes are padded to buckets (batch: powers of two; chunks: four sizes per doubling, >= 16; new
 tokens: powers of two >= 16; cache: whole segments), so a training run compiles a handful of programs.
 Each new program is counted and logged (`Sampler.num_compilations`).
 """
@@ -30,6 +30,7 @@ from skillsd_jax.models.kv_cache import KVCache, SharedPrefix, zero_segments
 from skillsd_jax.sampling.filters import sample_tokens
 from skillsd_jax.sampling.params import (MAX_STOP_SEQUENCE_LEN, MAX_STOP_SEQUENCES, MAX_STOP_TOKENS,
                                          SamplingParams)
+from skillsd_jax.sampling.work import SamplerWork
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ def _pow2_bucket(n: int, minimum: int) -> int:
 
 
 def _chunk_bucket(n: int, minimum: int) -> int:
-    """The smallest of {2^k, 1.5 * 2^k} >= max(n, minimum): at most a third of a chunk is padding."""
+    """The smallest of {2^k * (1 + j/4), j = 1..4} >= max(n, minimum), a multiple of 8: at most a fifth of
+    a chunk is padding (prefill FLOPs follow the chunk), at four programs per doubling of the length."""
     p = _pow2_bucket(n, minimum)
-    three_quarters = 3 * p // 4
-    return three_quarters if p > minimum and three_quarters >= n and three_quarters % 8 == 0 else p
+    if p <= minimum or p < 64:
+        return p
+    return next(c for c in (p // 2 + j * p // 8 for j in range(1, 5)) if c >= n)
 
 
 @dataclasses.dataclass
@@ -215,6 +218,7 @@ class Sampler:
         self.segment_slots = segment_slots
         self.warn_after_programs = warn_after_programs
         self._programs: set[tuple] = set()
+        self.work = SamplerWork()  # what the calls so far had to do (live lengths), for benchmark floors
         self._segment_inits: dict[tuple[int, int], Any] = {}
         self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
         self._turn_program = jax.jit(_prefill_and_decode, static_argnums=(0, 7), donate_argnums=2)
@@ -304,6 +308,7 @@ class Sampler:
         self._note_program(("prefix_prefill", b, p))
         _, cache = self._prefill_only(self.graphdef, params, self._new_cache(b, p, p), None, self._put(ids),
                                       self._put(valid))
+        self.work.add_prefill(np.zeros(1), np.asarray([len(tokens)]))
         shared = SharedPrefix(keys=tuple(k[0][0] for k in cache.keys), values=tuple(v[0][0] for v in cache.values),
                               length=jnp.int32(len(tokens)))
         return Prefix(tokens=tokens, cache=shared)
@@ -415,7 +420,10 @@ class Sampler:
                 continue
             n = int(n_gen[i])
             completions.append(Completion(tokens[i, :n].tolist(), logps[i, :n].tolist(), STOP_REASONS[int(reason[i])]))
-        lengths = session.lengths + valid.sum(axis=1) + n_gen
+        prefilled = session.lengths + valid.sum(axis=1)
+        self.work.add_prefill(session.lengths, valid.sum(axis=1))
+        self.work.add_decode(prefilled[active], n_gen[active])
+        lengths = prefilled + n_gen
         new_session = DecodeSession(cache=cache, lengths=lengths.astype(np.int64), num_rows=session.num_rows,
                                     prefix=session.prefix)
         return new_session, completions

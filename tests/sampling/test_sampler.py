@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,3 +206,55 @@ def test_bad_requests_fail_clearly(tiny_model):
         generate(tiny_model, [[1]], max_new_tokens=2, top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(tiny_model, [[1]], max_new_tokens=0)
+
+
+def test_shared_prefix_equals_full_prefill(tiny_model):
+    sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
+    greedy = SamplingParams(temperature=0.0)
+    shared = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3]
+    prompts = [shared + [10, 11], shared + [12], shared + [13, 14, 15, 16, 17]]
+    prefix = sampler.prefill_prefix(params, shared)
+    before = dataclasses.replace(sampler.work)
+    session, with_prefix = sampler.begin(params, prompts, max_new_tokens=6, sampling=greedy, prefix=prefix)
+    assert sampler.work.minus(before).prefill_tokens == 8  # only the rows' own tokens
+    plain = sampler.generate(params, prompts, max_new_tokens=6, sampling=greedy)
+    for a, b in zip(with_prefix, plain):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    # Sampling draws the same tokens from the same seed with and without the prefix.
+    sp = SamplingParams(temperature=1.0)
+    a = sampler.generate(params, prompts, max_new_tokens=6, sampling=sp, seed=4, prefix=prefix)
+    b = sampler.generate(params, prompts, max_new_tokens=6, sampling=sp, seed=4)
+    assert [c.tokens for c in a] == [c.tokens for c in b]
+    # Later turns continue after the prefix: they equal a fresh prefill of the whole history (no prefix),
+    # across segment boundaries (16 slots) and a cache that grows.
+    history = [p + c.tokens for p, c in zip(prompts, with_prefix)]
+    for turn in range(2):
+        obs = [[20 + turn] * 9, None, [30 + turn, 31]]
+        session, out = sampler.extend(params, session, obs, max_new_tokens=7, sampling=greedy)
+        for i in (0, 2):
+            history[i] += obs[i]
+            fresh = generate(tiny_model, [history[i]], max_new_tokens=7, temperature=0.0)[0]
+            assert out[i].tokens == fresh.tokens
+            np.testing.assert_allclose(out[i].logprobs, fresh.logprobs, atol=1e-4)
+            history[i] += out[i].tokens
+        assert out[1].stop_reason == "inactive"
+    assert session.lengths[0] == len(history[0]) and session.own_lengths[0] == len(history[0]) - len(shared)
+    with pytest.raises(ValueError, match="shared prefix"):
+        sampler.begin(params, [shared[:-1] + [0, 1]], max_new_tokens=2, prefix=prefix)
+    with pytest.raises(ValueError, match="shared prefix"):
+        sampler.begin(params, [shared], max_new_tokens=2, prefix=prefix)  # nothing of its own
+
+
+def test_bfloat16_cache_logprobs_near_trainer(tiny_model):
+    """A bfloat16 cache (float32 compute) moves sampler log-probs off the trainer's float32 forward by
+    the keys'/values' rounding; this bounds it (the float32 cache agrees to 1e-4)."""
+    sampler, params = Sampler.for_model(tiny_model, cache_dtype=jnp.bfloat16)
+    prompts = [[5, 17, 3, 8], [9, 2, 30, 31, 7, 30, 12, 8, 1]]
+    out = sampler.generate(params, prompts, max_new_tokens=12, sampling=SamplingParams(temperature=1.0), seed=3)
+    worst = 0.0
+    for p, c in zip(prompts, out):
+        logp = jax.nn.log_softmax(tiny_model(jnp.asarray([p + c.tokens]))[0, len(p) - 1:-1], axis=-1)
+        want = np.take_along_axis(np.asarray(logp), np.asarray(c.tokens)[:, None], axis=-1)[:, 0]
+        worst = max(worst, float(np.max(np.abs(np.asarray(c.logprobs) - want))))
+    assert 0 < worst < 0.1, worst
