@@ -174,6 +174,15 @@ def test_sharded_sampler_equals_unsharded(tiny_model):
     for a, b in zip(ours, ref):
         assert a.tokens == b.tokens
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    # A shared prefix prefilled on the mesh serves the mesh's rows.
+    shared = [9, 8, 7, 6, 5, 4, 3, 2, 1, 9, 8, 7, 6, 5, 4, 3, 2]
+    with_prefix = [shared + p for p in prompts]
+    prefix = sampler.prefill_prefix(sharded_params, shared)
+    ours = sampler.generate(sharded_params, with_prefix, max_new_tokens=8, sampling=sp, seed=5, prefix=prefix)
+    ref = ref_sampler.generate(params, with_prefix, max_new_tokens=8, sampling=sp, seed=5)
+    for a, b in zip(ours, ref):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
     # A second call in the same buckets traces nothing: no program (the cache initializer included) is
     # rebuilt per call, which on a pod would cost a compile at every episode start.
     traces = []
