@@ -5,6 +5,7 @@
                                  [--cache-dtype float32|bfloat16] [--json]
     python -m benchmarks.rollout --synthetic [--tasks 4 --group 4] [--turns 15] [--max-response-tokens 32]
                                  [--prompt-tokens 333] [--observation-tokens 70] [--shared-prefix-tokens 0]
+                                 [--repeats 2] [--host-devices N]
 
 Sokoban (verl_agent preset: 6x6, 1 box), `tasks x group` episodes, the tiny benchmark shape with random
 weights over the project tokenizer (vocab 4096), up to `turns` turns. A random policy writes garbage,
@@ -33,6 +34,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
+import sys
 from typing import Any, Sequence
 
 
@@ -101,8 +104,18 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
 
     if not 0 <= args.shared_prefix_tokens < args.prompt_tokens:
         raise SystemExit("--shared-prefix-tokens must be in [0, --prompt-tokens)")
-    sampler, params = Sampler.for_model(Transformer(model_config("tiny"), rngs=nnx.Rngs(0)),
-                                        cache_dtype=jnp.dtype(args.cache_dtype))
+    model = Transformer(model_config("tiny"), rngs=nnx.Rngs(0))
+    if args.host_devices > 1:  # the batch sharded over one CPU device per core (as benchmarks.sampler)
+        import jax
+
+        from skillsd_jax import sharding as shd
+
+        mesh = shd.make_mesh(data=args.host_devices, devices=jax.devices()[:args.host_devices])
+        graphdef, state = nnx.split(model)
+        sampler = Sampler(graphdef, model.config, mesh=mesh, cache_dtype=jnp.dtype(args.cache_dtype))
+        params = shd.shard_state(state, mesh)
+    else:
+        sampler, params = Sampler.for_model(model, cache_dtype=jnp.dtype(args.cache_dtype))
     rows = args.tasks * args.group
     call = lambda seed: synthetic_turns(sampler, params, rows, args.prompt_tokens, args.turns, args.observation_tokens,
                                         args.max_response_tokens, args.shared_prefix_tokens, seed)
@@ -121,7 +134,7 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "prompt_tokens": args.prompt_tokens, "observation_tokens": args.observation_tokens,
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
-              "first_call_s": first, "repeats": args.repeats, "num_compilations": sampler.num_compilations}
+              "first_call_s": first, "repeats": args.repeats, "host_devices": args.host_devices, "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
 
 
@@ -163,12 +176,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--observation-tokens", type=int, default=70)
     ap.add_argument("--shared-prefix-tokens", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats of --synthetic (the best counts)")
+    ap.add_argument("--host-devices", type=int, default=1,
+                    help="--synthetic on CPU: split the host into N devices and shard the batch over them")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     load_start = host_load()
-    for name in ("tasks", "group", "turns", "max_response_tokens", "prompt_tokens", "observation_tokens", "repeats"):
+    for name in ("tasks", "group", "turns", "max_response_tokens", "prompt_tokens", "observation_tokens", "repeats",
+                 "host_devices"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.host_devices > 1:
+        if not args.synthetic or (args.tasks * args.group) % args.host_devices:
+            ap.error("--host-devices needs --synthetic and a row count (tasks x group) it divides")
+        if "jax" not in sys.modules:  # the CPU client reads its device count once
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                       + f" --xla_force_host_platform_device_count={args.host_devices}")
 
     import jax
 
