@@ -134,7 +134,8 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "prompt_tokens": args.prompt_tokens, "observation_tokens": args.observation_tokens,
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
-              "first_call_s": first, "repeats": args.repeats, "host_devices": args.host_devices, "num_compilations": sampler.num_compilations}
+              "first_call_s": first, "repeats": args.repeats, "host_devices": args.host_devices,
+              "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
 
 
@@ -146,7 +147,8 @@ def _probes() -> tuple[float, float]:
     return memory_bandwidth_gbs(), jax_matmul_gflops(1024)
 
 
-def _floor_figures(sampler, params, work, sample_s: float, cache_dtype: str, probes_before: tuple[float, float]) -> dict:
+def _floor_figures(sampler, params, work, sample_s: float, cache_dtype: str,
+                   probes_before: tuple[float, float]) -> dict:
     import jax.numpy as jnp
 
     from benchmarks.floor import floor_seconds
