@@ -130,3 +130,11 @@ def test_cached_turns_equal_fresh_prefill_with_and_without_shared_prefix(policy,
         responses[share] = ([t.response_ids for t in turns], prefilled)
     assert responses[True][0] == responses[False][0]
     assert responses[True][1] < responses[False][1]  # the shared instructions were prefilled once
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    from skillsd_jax.agent.rollout import common_prefix
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == [1, 2]
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]  # identical prompts keep their last token
+    assert common_prefix([[1, 2], [3, 4]]) == [] and common_prefix([]) == []
