@@ -1,10 +1,14 @@
 """The multi-turn rollout: B tasks x G episodes, one batched sampler call per turn over all live episodes.
 
-Two layouts (ENVIRONMENTS.md):
+Two layouts:
   - "per_step": every turn's prompt is rebuilt (instructions + task + last `history_length` pairs +
     current observation) and generated from scratch.
   - "trajectory": one growing sequence per episode `[prompt, a1, o1, a2, ...]`; each turn appends the
     observation tokens to the cached prefix and continues (KV cache reused, token-in/token-out).
+
+In both, the prompts' common start (the environment's instructions) is prefilled once per rollout and
+shared by every row (`share_prefix`); the per-step layout keeps it for every turn whose prompts still
+start with it, and prefills a new one only when they do not.
 
 Environments step in parallel in an `EnvPool`; a crashing environment ends only its episode
 (`Episode.error`), which is then excluded from the loss.
@@ -23,10 +27,11 @@ from skillsd_jax.agent.episode import Episode, Turn
 from skillsd_jax.agent.prompts import TURN_END, PromptBuilder, stop_strings
 from skillsd_jax.envs.pool import EnvPool
 from skillsd_jax.models.tokenizer import stop_ids
-from skillsd_jax.sampling import Sampler, SamplingParams
+from skillsd_jax.sampling import Prefix, Sampler, SamplingParams
 
 log = logging.getLogger(__name__)
 LAYOUTS = ("per_step", "trajectory")
+MIN_SHARED_PREFIX_TOKENS = 16  # shorter common starts are not worth a separate prefill
 _INFO_KEYS = ("won", "action_valid", "action", "task_id", "boxes_on_target", "em", "f1", "score", "lost",
               "truncated")
 
@@ -41,6 +46,7 @@ class RolloutConfig:
     top_k: int = 0
     max_context_tokens: int = 4096  # trajectory layout: an episode longer than this is truncated
     compact_below: float = 0.5  # trajectory layout: shrink the batch when fewer rows than this are live
+    share_prefix: bool = True  # prefill the prompts' common start once and share it across rows
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -114,6 +120,7 @@ class RolloutEngine:
         live = [i for i, ep in enumerate(episodes) if ep.error is None]
         guide = [guidance(ep) if guidance else "" for ep in episodes]
         session = None
+        prefix: Prefix | None = None
         row_of: dict[int, int] = {}  # episode -> row in the sampler session (trajectory layout)
         for k in range(self.max_turns):
             if not live:
@@ -121,8 +128,9 @@ class RolloutEngine:
             t0 = time.perf_counter()
             if self.config.layout == "per_step":
                 prompts = [self.prompts.turn_prompt(episodes[i], k, observations[i], guide[i]) for i in live]
+                prefix = self._shared_prefix(params, prompts, prefix)
                 comps = self.sampler.generate(params, prompts, max_new_tokens=self.config.max_response_tokens,
-                                              sampling=self.sampling, seed=seed * 100_003 + k)
+                                              sampling=self.sampling, seed=seed * 100_003 + k, prefix=prefix)
                 chunk_of = dict(zip(live, prompts))
             else:
                 session, comps, chunk_of, row_of = self._trajectory_turn(params, session, row_of, episodes, live,
@@ -164,6 +172,16 @@ class RolloutEngine:
         stats.total_s = time.perf_counter() - t_start
         return episodes, stats
 
+    def _shared_prefix(self, params, prompts: Sequence[Sequence[int]], current: Prefix | None) -> Prefix | None:
+        """`current` while every prompt still extends it, else a fresh prefill of the prompts' common start."""
+        if not self.config.share_prefix:
+            return None
+        if current is not None and all(len(p) > len(current.tokens) and tuple(p[:len(current.tokens)]) == current.tokens
+                                       for p in prompts):
+            return current
+        common = common_prefix(prompts)
+        return self.sampler.prefill_prefix(params, common) if len(common) >= MIN_SHARED_PREFIX_TOKENS else None
+
     # ------------------------------------------------------------------ trajectory layout
 
     def _trajectory_turn(self, params, session, row_of, episodes, live, observations, guide, k, seed):
@@ -173,7 +191,8 @@ class RolloutEngine:
             # Reserve room for a typical episode so the cache rarely regrows (it still can, correctly).
             reserve = min(self.config.max_context_tokens, self.max_turns * (budget + 64))
             session, comps = self.sampler.begin(params, prompts, max_new_tokens=budget, sampling=self.sampling,
-                                                seed=seed * 100_003, reserve_slots=reserve)
+                                                seed=seed * 100_003, reserve_slots=reserve,
+                                                prefix=self._shared_prefix(params, prompts, None))
             return session, comps, dict(zip(live, prompts)), {i: r for r, i in enumerate(live)}
         if len(live) < self.config.compact_below * session.num_rows:
             keep = [row_of[i] for i in live]
@@ -192,6 +211,17 @@ class RolloutEngine:
         return session, [comps_all[row_of[i]] for i in live], chunk_of, row_of
 
 
+def common_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix of all `prompts` that leaves each at least one token of its own."""
+    if not prompts:
+        return []
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((j for j in range(n) if p[j] != first[j]), n)
+    return list(first[:max(n, 0)])
+
+
 def group_returns(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(returns, group ids, valid) per episode, for GRPO advantages; errored episodes are invalid."""
     returns = np.asarray([ep.total_reward for ep in episodes], np.float32)
@@ -200,4 +230,4 @@ def group_returns(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray, 
     return returns, groups, valid
 
 
-__all__ = ["LAYOUTS", "RolloutConfig", "RolloutEngine", "RolloutStats", "TURN_END", "group_returns"]
+__all__ = ["LAYOUTS", "RolloutConfig", "RolloutEngine", "RolloutStats", "TURN_END", "common_prefix", "group_returns"]

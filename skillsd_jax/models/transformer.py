@@ -2,15 +2,13 @@
 
 Two entry points share one trunk:
   - `model(input_ids, ...)` -> logits `[B,T,V]`: training/scoring forward over padded or packed rows.
-  - `model.forward_chunk(ids, positions, token_valid, cache, start)` -> (logits, cache): the sampler's
-    prefill/decode step over a preallocated KV cache. A chunk of T tokens is written at cache slots
-    `[start, start+T)` for every row; per-slot validity lets rows have unequal prompt lengths and gaps,
-    while RoPE uses each token's own position, not its slot.
+  - `model.forward_chunk(ids, token_valid, cache, prefix)` -> (logits, cache): the sampler's
+    prefill/decode step over a ragged, segmented KV cache (`kv_cache.py`). A chunk of T tokens per row
+    (right-padded) is written at the row's own next slots; an optional shared prefix is attended by all rows.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -18,33 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skillsd_jax.models.config import ModelConfig
-from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, grouped_attention,
-                                       normal_init, rope_cos_sin, rope_inv_freq)
+from skillsd_jax.models.kv_cache import KVCache, LayerCache, SharedPrefix, cached_attention
+from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, normal_init,
+                                       rope_cos_sin, rope_inv_freq)
 
 Array = jax.Array
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class KVCache:
-    """Per-layer keys `[B, K, Dh, S]` (transposed), values `[B, K, S, Dh]` and slot validity `[B, S]`
-    (False = padding or unused slot). The layouts make decode attention two row-major matmuls."""
-
-    k: tuple[Array, ...]
-    v: tuple[Array, ...]
-    valid: Array
-
-    @classmethod
-    def init(cls, config: ModelConfig, batch: int, slots: int, dtype: Any = jnp.float32) -> "KVCache":
-        k_shape = (batch, config.num_kv_heads, config.head_dim, slots)
-        v_shape = (batch, config.num_kv_heads, slots, config.head_dim)
-        return cls(k=tuple(jnp.zeros(k_shape, dtype) for _ in range(config.num_layers)),
-                   v=tuple(jnp.zeros(v_shape, dtype) for _ in range(config.num_layers)),
-                   valid=jnp.zeros((batch, slots), bool))
-
-    @property
-    def slots(self) -> int:
-        return self.valid.shape[1]
 
 
 class Attention(nnx.Module):
@@ -62,8 +38,8 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
         self.num_heads, self.num_kv_heads, self.head_dim = h, k, dh
 
-    def __call__(self, x_BxTxD: Array, cos: Array, sin: Array, mask_BxTxS: Array,
-                 kv: tuple[Array, Array] | None, start: Array | int) -> tuple[Array, tuple[Array, Array] | None]:
+    def __call__(self, x_BxTxD: Array, cos: Array, sin: Array, mask_BxTxS: Array | None,
+                 cache: LayerCache | None) -> tuple[Array, tuple | None]:
         b, t, _ = x_BxTxD.shape
         q = self.q_proj(x_BxTxD).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x_BxTxD).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -71,16 +47,13 @@ class Attention(nnx.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, K, Dh, T], [B, K, T, Dh]
-        if kv is not None:
-            cache_k, cache_v = kv
-            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), start, axis=3)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), start, axis=2)
-            kv = (k, v)
-            k, v = k.astype(q.dtype), v.astype(q.dtype)
-            out = grouped_attention(q, k, v, mask_BxTxS)
+        if cache is not None:  # sampler: write the chunk into the cache, attend to its filled part
+            out, new_keys, new_values = cached_attention(q, k, v, cache)
+            kv = (new_keys, new_values)
         else:  # training/scoring forward: the mask is causal, skip its upper triangle
+            k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, K, Dh, T], [B, K, T, Dh]
             out = causal_blockwise_attention(q, k, v, mask_BxTxS)
+            kv = None
         return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv
 
 
@@ -106,14 +79,14 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, **nkw)
         self.mlp = MLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv, start):
-        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, start)
+    def __call__(self, x, cos, sin, mask, cache):
+        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
 
-def _apply_layer(layer: DecoderLayer, x, cos, sin, mask, kv, start):
-    return layer(x, cos, sin, mask, kv, start)
+def _apply_layer(layer: DecoderLayer, x, cos, sin, mask, cache):
+    return layer(x, cos, sin, mask, cache)
 
 
 class Transformer(nnx.Module):
@@ -137,20 +110,19 @@ class Transformer(nnx.Module):
 
     # ------------------------------------------------------------------ trunk
 
-    def _trunk(self, input_ids: Array, positions: Array, mask_BxTxS: Array,
-               cache: KVCache | None, start: Array | int) -> tuple[Array, tuple | None]:
+    def _trunk(self, input_ids: Array, positions: Array, mask_BxTxS: Array | None,
+               layer_caches: list[LayerCache] | None = None) -> tuple[Array, tuple | None]:
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, self.config.rope_scaling_dict)
         cos, sin = rope_cos_sin(positions, inv_freq)
         apply = nnx.remat(_apply_layer) if self.remat else _apply_layer
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, kv = apply(layer, x, cos, sin, mask_BxTxS, kv, start)
+            x, kv = apply(layer, x, cos, sin, mask_BxTxS, None if layer_caches is None else layer_caches[i])
             if kv is not None:
                 new_k.append(kv[0])
                 new_v.append(kv[1])
-        return self.norm(x), (tuple(new_k), tuple(new_v)) if cache is not None else None
+        return self.norm(x), (tuple(new_k), tuple(new_v)) if layer_caches is not None else None
 
     def unembedding(self) -> Array:
         """The `[D, V]` output projection (the transposed input embedding when tied)."""
@@ -167,7 +139,7 @@ class Transformer(nnx.Module):
                       segment_ids: Array | None = None) -> Array:
         """Final-norm hidden states `[B,T,D]` for padded (attention_mask) or packed (segment_ids) rows."""
         positions, mask = training_positions_and_mask(input_ids.shape, positions, attention_mask, segment_ids)
-        h, _ = self._trunk(input_ids, positions, mask, None, 0)
+        h, _ = self._trunk(input_ids, positions, mask)
         return h
 
     def __call__(self, input_ids: Array, positions: Array | None = None, attention_mask: Array | None = None,
@@ -177,25 +149,31 @@ class Transformer(nnx.Module):
 
     # ------------------------------------------------------------------ sampler step
 
-    def forward_chunk(self, input_ids: Array, positions: Array, token_valid: Array, cache: KVCache,
-                      start: Array | int, *, logits_at: Array | None = None) -> tuple[Array, KVCache]:
-        """Writes `T` tokens per row at cache slots `[start, start+T)` and returns their logits.
+    def forward_chunk(self, input_ids: Array, token_valid: Array, cache: KVCache, prefix: SharedPrefix | None = None,
+                      *, logits_at: Array | None = None) -> tuple[Array, KVCache]:
+        """Appends `T` tokens per row (right-padded: `token_valid [B,T]` is a prefix of each row) after
+        the row's cached tokens and returns their logits; rows' RoPE positions continue after the prefix.
 
-        `token_valid [B,T]` marks real tokens (False for padding inside the chunk). With `logits_at [B]`
-        only the logits of that chunk index per row are computed (`[B,V]`), saving the `[B,T,V]` head in prefill.
+        With `logits_at [B]` only the logits of that chunk index per row are computed (`[B,V]`), saving
+        the `[B,T,V]` head in prefill. The cache must have room for every row's real tokens (padding
+        past the capacity is dropped).
         """
         b, t = input_ids.shape
-        valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid.astype(bool), start, axis=1)
-        q_slot = start + jnp.arange(t)
-        kv_slot = jnp.arange(cache.slots)
-        mask = (kv_slot[None, None, :] <= q_slot[None, :, None]) & valid[:, None, :]
-        h, (k, v) = self._trunk(input_ids, positions, mask, cache, start)
+        q_slot = cache.lengths_B[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+        offset = jnp.int32(0) if prefix is None else prefix.length
+        layer_caches = [LayerCache(cache.keys[i], cache.values[i], q_slot,
+                                   None if prefix is None else prefix.keys[i],
+                                   None if prefix is None else prefix.values[i],
+                                   None if prefix is None else prefix.length)
+                        for i in range(self.config.num_layers)]
+        h, (k, v) = self._trunk(input_ids, offset + q_slot, None, layer_caches)
         if logits_at is not None:
             h = jnp.take_along_axis(h, logits_at[:, None, None].astype(jnp.int32), axis=1)
             logits = self.logits_from_hidden(h)[:, 0]
         else:
             logits = self.logits_from_hidden(h)
-        return logits, KVCache(k=k, v=v, valid=valid)
+        lengths = cache.lengths_B + jnp.sum(token_valid, axis=1, dtype=jnp.int32)
+        return logits, KVCache(keys=k, values=v, lengths_B=lengths)
 
 
 def training_positions_and_mask(shape: tuple[int, int], positions: Array | None, attention_mask: Array | None,

@@ -7,10 +7,11 @@ from typing import Sequence
 
 from flax import nnx
 
-from skillsd_jax.sampling.engine import INACTIVE, STOP_REASONS, Completion, DecodeSession, Sampler
+from skillsd_jax.sampling.engine import INACTIVE, STOP_REASONS, Completion, DecodeSession, DecodeState, Prefix, Sampler
 from skillsd_jax.sampling.params import SamplingParams
 
-__all__ = ["Completion", "DecodeSession", "INACTIVE", "STOP_REASONS", "Sampler", "SamplingParams", "generate"]
+__all__ = ["Completion", "DecodeSession", "DecodeState", "INACTIVE", "Prefix", "STOP_REASONS", "Sampler", "SamplingParams",
+           "generate"]
 
 # One Sampler per model object, so repeated `generate` calls reuse compiled programs.
 _SAMPLERS: "weakref.WeakKeyDictionary[nnx.Module, Sampler]" = weakref.WeakKeyDictionary()

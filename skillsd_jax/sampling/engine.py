@@ -1,13 +1,14 @@
-"""Jitted batched generation over a preallocated KV cache, with multi-turn continuation.
+"""Jitted batched generation over a ragged, segmented KV cache, with multi-turn continuation.
 
-Layout: every row's tokens occupy cache slots in time order; a chunk of new tokens (a prompt, an
-observation) is written left-padded into slots `[cursor, cursor + C)` for all rows at once, and decoding
-writes one slot per step. Per-slot validity masks padding and the slots after a row stopped, and each
-token carries its own RoPE position, so rows of unequal lengths share one cache and one program.
+Layout (`models/kv_cache.py`): every row holds its own tokens in its own slots, in order; a chunk of new
+tokens (a prompt, an observation) is appended right-padded at each row's length, and decoding appends one
+token per live row per step. Attention reads only the filled segments (up to the longest row), the cache
+grows by appending segments, and an optional shared prefix (an environment's instructions) is prefilled
+once and attended by every row.
 
-Shapes are padded to buckets (batch: powers of two; chunk and new-token counts: powers of two >= 16;
-cache slots: multiples of 64), so a training run compiles a handful of programs. Each new program is
-counted and logged (`Sampler.num_compilations`).
+Shapes are padded to buckets (batch: powers of two; chunks: four sizes per doubling, >= 16; new
+tokens: powers of two >= 16; cache: whole segments), so a training run compiles a handful of programs.
+Each new program is counted and logged (`Sampler.num_compilations`).
 """
 
 from __future__ import annotations
@@ -22,23 +23,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
 
 from skillsd_jax import sharding as shd
-from skillsd_jax.models.transformer import KVCache
+from skillsd_jax.models.kv_cache import KVCache, SharedPrefix, zero_segments
 from skillsd_jax.sampling.filters import sample_tokens
 from skillsd_jax.sampling.params import (MAX_STOP_SEQUENCE_LEN, MAX_STOP_SEQUENCES, MAX_STOP_TOKENS,
                                          SamplingParams)
+from skillsd_jax.sampling.work import SamplerWork
 
 log = logging.getLogger(__name__)
 
 STOP_REASONS = ("length", "stop_token", "stop_sequence")
 INACTIVE = "inactive"  # a row given no new tokens in `extend` (its episode already ended)
-SLOT_QUANTUM = 64
+SEGMENT_SLOTS = 256
 
 
 def _pow2_bucket(n: int, minimum: int) -> int:
     return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def _chunk_bucket(n: int, minimum: int) -> int:
+    """The smallest of {2^k * (1 + j/4), j = 1..4} >= max(n, minimum), a multiple of 8: at most a fifth of
+    a chunk is padding (prefill FLOPs follow the chunk), at four programs per doubling of the length."""
+    p = _pow2_bucket(n, minimum)
+    if p <= minimum or p < 64:
+        return p
+    return next(c for c in (p // 2 + j * p // 8 for j in range(1, 5)) if c >= n)
 
 
 @dataclasses.dataclass
@@ -50,80 +61,136 @@ class Completion:
     stop_reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """A token prefix shared by every row of a call (its KV prefilled once): `begin(..., prefix=)`."""
+
+    tokens: tuple[int, ...]
+    cache: SharedPrefix
+
+
 @dataclasses.dataclass
 class DecodeSession:
     """Device-side state of a batch of ongoing sequences (one per episode) between turns."""
 
     cache: KVCache
-    cursor: int  # next free cache slot (shared by all rows)
-    lengths: np.ndarray  # [batch_bucket] tokens so far per row = next RoPE position
+    lengths: np.ndarray  # [batch_bucket] context tokens per row (shared prefix included) = next RoPE position
     num_rows: int  # real rows; the rest of the bucket is padding
+    prefix: Prefix | None = None
 
     @property
     def slots(self) -> int:
         return self.cache.slots
 
+    @property
+    def own_lengths(self) -> np.ndarray:
+        """Tokens each row holds in its own cache slots (the shared prefix excluded)."""
+        return self.lengths - (len(self.prefix.tokens) if self.prefix else 0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeState:
+    """What the decode loop carries from one step to the next."""
+
+    step: jax.Array  # scalar: tokens drawn so far
+    tokens_BxN: jax.Array  # drawn tokens, left-padded by (stop-sequence length - 1) sentinels (-1)
+    logprobs_BxN: jax.Array
+    done_B: jax.Array
+    stop_reason_B: jax.Array  # index into STOP_REASONS
+    num_generated_B: jax.Array
+    logits_BxV: jax.Array  # next-token logits
+    cache: KVCache
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeInputs:
+    """Per-call values the decode loop reads but never changes."""
+
+    rng: jax.Array
+    temperature: jax.Array
+    top_p: jax.Array
+    stop_ids_S: jax.Array  # -1 = unused
+    stop_seqs_QxL: jax.Array  # right-aligned stop sequences
+    stop_seq_mask_QxL: jax.Array
+    max_steps: jax.Array  # scalar <= max_new
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeStatics:
+    """Compile-time settings of a decode program (part of its key)."""
+
+    max_new: int
+    greedy: bool
+    top_k: int
+    use_top_p: bool
+
 
 # ---------------------------------------------------------------------------- device programs
 
 
-def _prefill(graphdef, params, cache: KVCache, ids, positions, valid, start):
+def _prefill(graphdef, params, cache: KVCache, prefix: SharedPrefix | None, ids_BxC, valid_BxC):
     model = nnx.merge(graphdef, params)
-    b, c = ids.shape
-    logits, cache = model.forward_chunk(ids, positions, valid, cache, start, logits_at=jnp.full((b,), c - 1))
-    return logits, cache
+    last = jnp.maximum(jnp.sum(valid_BxC, axis=1, dtype=jnp.int32) - 1, 0)  # each row's last real token
+    return model.forward_chunk(ids_BxC, valid_BxC, cache, prefix, logits_at=last)
 
 
-def _decode(graphdef, params, cache: KVCache, logits, lengths, active, start, rng, temperature, top_p,
-            stop_ids, stop_seqs, stop_seq_mask, max_steps, *, max_new: int, greedy: bool, top_k: int,
-            use_top_p: bool):
-    """Samples up to `max_steps` (<= max_new) tokens per active row in a `lax.while_loop`."""
+def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: SharedPrefix | None,
+            statics: DecodeStatics) -> DecodeState:
+    """Samples up to `inputs.max_steps` (<= statics.max_new) tokens per live row in a `lax.while_loop`."""
     model = nnx.merge(graphdef, params)
-    b = logits.shape[0]
-    lmax = stop_seqs.shape[1]
-    # Generated tokens, left-padded by lmax-1 sentinels so stop-sequence windows never index < 0.
-    buf = jnp.full((b, max_new + lmax - 1), -1, jnp.int32)
-    logps = jnp.zeros((b, max_new), jnp.float32)
-    done = ~active
-    reason = jnp.zeros((b,), jnp.int32)
-    n_gen = jnp.zeros((b,), jnp.int32)
-    uniforms = jax.random.uniform(rng, (max_new, b), jnp.float32)  # all draws at once (see sample_tokens)
+    b = state.logits_BxV.shape[0]
+    lmax = inputs.stop_seqs_QxL.shape[1]
+    # All draws at once (see sample_tokens).
+    uniforms_NxB = jax.random.uniform(inputs.rng, (statics.max_new, b), jnp.float32)
+    seq_used_Q = jnp.any(inputs.stop_seq_mask_QxL, axis=1)
 
-    def cond(carry):
-        step, _, _, done, *_ = carry
-        return (step < max_steps) & ~jnp.all(done)
+    def cond(s: DecodeState):
+        return (s.step < inputs.max_steps) & ~jnp.all(s.done_B)
 
-    def body(carry):
-        step, buf, logps, done, reason, n_gen, cache, logits, lengths = carry
-        tok, lp = sample_tokens(uniforms[step], logits, temperature=temperature, greedy=greedy, top_k=top_k,
-                                top_p=top_p, use_top_p=use_top_p)
-        live = ~done
+    def body(s: DecodeState) -> DecodeState:
+        tok, lp = sample_tokens(uniforms_NxB[s.step], s.logits_BxV, temperature=inputs.temperature,
+                                greedy=statics.greedy, top_k=statics.top_k, top_p=inputs.top_p,
+                                use_top_p=statics.use_top_p)
+        live = ~s.done_B
         tok = jnp.where(live, tok, 0)
-        buf = jax.lax.dynamic_update_slice_in_dim(buf, tok[:, None], step + lmax - 1, axis=1)
-        logps = jax.lax.dynamic_update_slice_in_dim(logps, jnp.where(live, lp, 0.0)[:, None], step, axis=1)
+        tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens_BxN, tok[:, None], s.step + lmax - 1, axis=1)
+        logps = jax.lax.dynamic_update_slice_in_dim(s.logprobs_BxN, jnp.where(live, lp, 0.0)[:, None], s.step,
+                                                    axis=1)
+        stop_ids = inputs.stop_ids_S
         hit_tok = jnp.any((tok[:, None] == stop_ids[None, :]) & (stop_ids[None, :] >= 0), axis=1)
-        window = jax.lax.dynamic_slice_in_dim(buf, step, lmax, axis=1)  # last lmax generated tokens
-        seq_hit = jnp.all((window[:, None, :] == stop_seqs[None]) | ~stop_seq_mask[None], axis=2)
-        hit_seq = jnp.any(seq_hit & jnp.any(stop_seq_mask, axis=1)[None, :], axis=1)
+        window = jax.lax.dynamic_slice_in_dim(tokens, s.step, lmax, axis=1)  # last lmax drawn tokens
+        seq_hit = jnp.all((window[:, None, :] == inputs.stop_seqs_QxL[None]) | ~inputs.stop_seq_mask_QxL[None], axis=2)
+        hit_seq = jnp.any(seq_hit & seq_used_Q[None, :], axis=1)
         newly = live & (hit_tok | hit_seq)
-        reason = jnp.where(newly, jnp.where(hit_tok, 1, 2), reason)
-        n_gen = n_gen + live
-        logits, cache = model.forward_chunk(tok[:, None], lengths[:, None], live[:, None], cache, start + step,
+        # A finished row's token is not appended: its length stays, its slot is overwritten later.
+        logits, cache = model.forward_chunk(tok[:, None], live[:, None], s.cache, prefix,
                                             logits_at=jnp.zeros((b,), jnp.int32))
-        lengths = lengths + live
-        return step + 1, buf, logps, done | newly, reason, n_gen, cache, logits, lengths
+        return DecodeState(step=s.step + 1, tokens_BxN=tokens, logprobs_BxN=logps, done_B=s.done_B | newly,
+                           stop_reason_B=jnp.where(newly, jnp.where(hit_tok, 1, 2), s.stop_reason_B),
+                           num_generated_B=s.num_generated_B + live, logits_BxV=logits, cache=cache)
 
-    carry = (jnp.int32(0), buf, logps, done, reason, n_gen, cache, logits, lengths)
-    steps, buf, logps, done, reason, n_gen, cache, _, lengths = jax.lax.while_loop(cond, body, carry)
-    return buf[:, lmax - 1:], logps, n_gen, reason, steps, cache, lengths
+    return jax.lax.while_loop(cond, body, state)
 
 
-def _grow_cache(cache: KVCache, new_slots: int) -> KVCache:
-    pad = new_slots - cache.slots
-    grow_k = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad)))
-    grow_v = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0)))
-    return KVCache(k=tuple(map(grow_k, cache.k)), v=tuple(map(grow_v, cache.v)),
-                   valid=jnp.pad(cache.valid, ((0, 0), (0, pad))))
+def _initial_state(logits_BxV, cache: KVCache, active_B, max_new: int, lmax: int) -> DecodeState:
+    b = logits_BxV.shape[0]
+    return DecodeState(step=jnp.int32(0), tokens_BxN=jnp.full((b, max_new + lmax - 1), -1, jnp.int32),
+                       logprobs_BxN=jnp.zeros((b, max_new), jnp.float32), done_B=~active_B,
+                       stop_reason_B=jnp.zeros((b,), jnp.int32), num_generated_B=jnp.zeros((b,), jnp.int32),
+                       logits_BxV=logits_BxV, cache=cache)
+
+
+def _prefill_and_decode(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inputs: DecodeInputs,
+                        statics: DecodeStatics):
+    """One turn: append the chunk, then sample. Returns (tokens, logprobs, counts, reasons, cache)."""
+    logits, cache = _prefill(graphdef, params, cache, prefix, ids_BxC, valid_BxC)
+    state = _initial_state(logits, cache, jnp.any(valid_BxC, axis=1), statics.max_new, inputs.stop_seqs_QxL.shape[1])
+    state = _decode(graphdef, params, state, inputs, prefix, statics)
+    lmax = inputs.stop_seqs_QxL.shape[1]
+    return (state.tokens_BxN[:, lmax - 1:], state.logprobs_BxN, state.num_generated_B, state.stop_reason_B,
+            state.cache)
 
 
 # ---------------------------------------------------------------------------- host driver
@@ -131,22 +198,30 @@ def _grow_cache(cache: KVCache, new_slots: int) -> KVCache:
 
 class Sampler:
     """Batched generation for one model architecture; parameters are passed per call (they change
-    every training step) so one Sampler and its compiled programs serve a whole run."""
+    every training step) so one Sampler and its compiled programs serve a whole run.
+
+    `cache_dtype` stores keys/values in another dtype than the compute (e.g. bfloat16 with float32
+    compute: half the cache memory and reads); `segment_slots` is the cache's growth and skip unit.
+    """
 
     def __init__(self, graphdef: Any, config: Any, *, mesh: Mesh | None = None, cache_dtype: Any = None,
-                 min_chunk: int = 16, min_new_tokens_bucket: int = 16, warn_after_programs: int = 48):
+                 min_chunk: int = 16, min_new_tokens_bucket: int = 16, segment_slots: int = SEGMENT_SLOTS,
+                 warn_after_programs: int = 48):
+        if segment_slots < 1:
+            raise ValueError(f"segment_slots must be >= 1, got {segment_slots}")
         self.graphdef = graphdef
         self.config = config
         self.mesh = mesh
         self.cache_dtype = cache_dtype
         self.min_chunk = min_chunk
         self.min_new = min_new_tokens_bucket
+        self.segment_slots = segment_slots
         self.warn_after_programs = warn_after_programs
         self._programs: set[tuple] = set()
-        self._cache_inits: dict[tuple[int, int], Any] = {}
-        self._prefill = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
-        self._decode = jax.jit(_decode, static_argnums=0, donate_argnums=2,
-                               static_argnames=("max_new", "greedy", "top_k", "use_top_p"))
+        self.work = SamplerWork()  # what the calls so far had to do (live lengths), for benchmark floors
+        self._segment_inits: dict[tuple[int, int], Any] = {}
+        self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
+        self._turn_program = jax.jit(_prefill_and_decode, static_argnums=(0, 7), donate_argnums=2)
 
     @classmethod
     def for_model(cls, model: nnx.Module, **kwargs) -> tuple["Sampler", Any]:
@@ -157,7 +232,7 @@ class Sampler:
 
     @property
     def num_compilations(self) -> int:
-        """Distinct programs compiled so far (cache initializer, prefill and decode shapes)."""
+        """Distinct programs compiled so far (cache segment initializers, prefix prefill and turn shapes)."""
         return len(self._programs)
 
     def _note_program(self, key: tuple) -> None:
@@ -175,9 +250,6 @@ class Sampler:
             b = -(-b // data) * data
         return b
 
-    def _slot_bucket(self, n: int) -> int:
-        return -(-n // SLOT_QUANTUM) * SLOT_QUANTUM
-
     def _batch_sharding(self, ndim: int) -> NamedSharding | None:
         return None if self.mesh is None else shd.batch_sharding(self.mesh, ndim)
 
@@ -185,53 +257,97 @@ class Sampler:
         sharding = self._batch_sharding(x.ndim)
         return jnp.asarray(x) if sharding is None else jax.device_put(x, sharding)
 
-    def _new_cache(self, batch: int, slots: int) -> KVCache:
-        """A zeroed cache, made on device by one jitted program per (batch, slots) bucket (kept: a fresh
-        `jax.jit` per call would recompile at every `begin`, ~70 ms on a CPU mesh)."""
+    def _new_segments(self, batch: int, slots: int) -> tuple[tuple, tuple]:
+        """One zeroed segment per layer, made on device by one jitted program per (batch, slots) (kept:
+        a fresh `jax.jit` per call would recompile at every `begin`, ~70 ms on a CPU mesh)."""
         key = (batch, slots)
-        self._note_program(("cache_init", *key))
-        if key not in self._cache_inits:
-            init = functools.partial(KVCache.init, self.config, batch, slots, self.cache_dtype or jnp.float32)
-            self._cache_inits[key] = jax.jit(init, out_shardings=self._cache_shardings(batch, slots))
-        return self._cache_inits[key]()
+        self._note_program(("segment_init", *key))
+        if key not in self._segment_inits:
+            init = functools.partial(zero_segments, self.config, batch, 1, slots, self.cache_dtype or jnp.float32)
+            self._segment_inits[key] = jax.jit(init, out_shardings=self._segment_shardings(batch, slots))
+        return self._segment_inits[key]()
 
-    def _cache_shardings(self, batch: int, slots: int) -> KVCache | None:
+    def _segment_shardings(self, batch: int, slots: int) -> tuple | None:
         if self.mesh is None:
             return None
-        kv_spec = shd.logical_to_pspec(("batch", "kv_heads", None, None),
-                                       (batch, self.config.num_kv_heads, slots, self.config.head_dim), self.mesh)
-        # keys are [B, K, Dh, S]: the same spec (batch, kv heads) applies
-        valid_spec = shd.logical_to_pspec(("batch", None), (batch, slots), self.mesh)
-        return KVCache(k=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
-                       v=(NamedSharding(self.mesh, kv_spec),) * self.config.num_layers,
-                       valid=NamedSharding(self.mesh, valid_spec))
+        cfg = self.config
+        spec = shd.logical_to_pspec(("batch", "kv_heads", None, None), (batch, cfg.num_kv_heads, slots, cfg.head_dim),
+                                    self.mesh)
+        per_layer = ((NamedSharding(self.mesh, spec),),) * cfg.num_layers  # keys [B,K,Dh,S]: same spec
+        return per_layer, per_layer
+
+    def _new_cache(self, batch: int, slots_needed: int, slots: int | None = None) -> KVCache:
+        slots = slots or self.segment_slots
+        cache = KVCache(keys=((),) * self.config.num_layers, values=((),) * self.config.num_layers,
+                        lengths_B=self._put(np.zeros(batch, np.int32)))
+        return self._grow(cache, slots_needed, slots)
+
+    def _grow(self, cache: KVCache, slots_needed: int, slots: int | None = None) -> KVCache:
+        """Appends zeroed segments until `slots_needed` fit; the filled segments are not copied."""
+        slots = slots or self.segment_slots
+        have = cache.slots if cache.keys[0] else 0
+        while have < slots_needed:
+            cache = cache.with_segments(*self._new_segments(cache.batch, slots))
+            have += slots
+        return cache
 
     # ------------------------------------------------------------------ public API
 
+    def prefill_prefix(self, params: Any, tokens: Sequence[int]) -> Prefix:
+        """Prefills `tokens` once, for every row of later `begin(..., prefix=)` calls to attend."""
+        tokens = tuple(int(t) for t in tokens)
+        if not tokens:
+            raise ValueError("a shared prefix needs at least one token")
+        self._check_ids(tokens, "the prefix")
+        b = self._batch_bucket(1)  # one row (a mesh needs a row per data shard: the copies are identical)
+        p = _chunk_bucket(len(tokens), self.min_chunk)
+        ids = np.zeros((b, p), np.int32)
+        ids[:, :len(tokens)] = tokens
+        valid = np.zeros((b, p), bool)
+        valid[:, :len(tokens)] = True
+        self._note_program(("prefix_prefill", b, p))
+        _, cache = self._prefill_only(self.graphdef, params, self._new_cache(b, p, p), None, self._put(ids),
+                                      self._put(valid))
+        self.work.add_prefill(np.zeros(1), np.asarray([len(tokens)]))
+        shared = SharedPrefix(keys=tuple(k[0][0] for k in cache.keys), values=tuple(v[0][0] for v in cache.values),
+                              length=jnp.int32(len(tokens)))
+        return Prefix(tokens=tokens, cache=shared)
+
     def generate(self, params: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                 sampling: SamplingParams = SamplingParams(), seed: int = 0) -> list[Completion]:
+                 sampling: SamplingParams = SamplingParams(), seed: int = 0,
+                 prefix: Prefix | None = None) -> list[Completion]:
         """Completions for independent prompts (a fresh cache)."""
-        _, completions = self.begin(params, prompts, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed)
+        _, completions = self.begin(params, prompts, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
+                                    prefix=prefix)
         return completions
 
     def begin(self, params: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-              sampling: SamplingParams = SamplingParams(), seed: int = 0,
-              reserve_slots: int = 0) -> tuple[DecodeSession, list[Completion]]:
+              sampling: SamplingParams = SamplingParams(), seed: int = 0, reserve_slots: int = 0,
+              prefix: Prefix | None = None) -> tuple[DecodeSession, list[Completion]]:
         """Prefills `prompts` into a new cache and generates; the session continues with `extend`.
 
-        `reserve_slots` sizes the cache for later turns up front, avoiding a regrow.
+        With `prefix` (from `prefill_prefix`), every prompt must start with its tokens and have at least
+        one more: only the rest is prefilled per row. `reserve_slots` sizes the cache for later turns up
+        front (fewer distinct programs; empty segments cost no attention reads).
         """
         if not prompts:
             raise ValueError("generate needs at least one prompt")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        shared = len(prefix.tokens) if prefix else 0
+        if prefix:
+            for i, p in enumerate(prompts):
+                if len(p) <= shared or tuple(p[:shared]) != prefix.tokens:
+                    raise ValueError(f"prompt {i} does not extend the shared prefix of {shared} tokens")
         n = len(prompts)
         b = self._batch_bucket(n)
-        chunk = _pow2_bucket(max(len(p) for p in prompts), self.min_chunk)
-        new_bucket = _pow2_bucket(max_new_tokens, self.min_new)
-        slots = self._slot_bucket(chunk + new_bucket + reserve_slots)
-        session = DecodeSession(cache=self._new_cache(b, slots), cursor=0, lengths=np.zeros(b, np.int64), num_rows=n)
-        rows: list[Sequence[int] | None] = list(prompts) + [None] * (b - n)
+        own = [list(p[shared:]) for p in prompts]
+        chunk = _chunk_bucket(max(map(len, own)), self.min_chunk)
+        cache = self._new_cache(b, max(map(len, own)) + max_new_tokens + reserve_slots)
+        lengths = np.zeros(b, np.int64)
+        lengths[:] = shared
+        session = DecodeSession(cache=cache, lengths=lengths, num_rows=n, prefix=prefix)
+        rows: list[Sequence[int] | None] = own + [None] * (b - n)
         return self._turn(params, session, rows, chunk, max_new_tokens, sampling, seed)
 
     def extend(self, params: Any, session: DecodeSession, new_tokens: Sequence[Sequence[int] | None], *,
@@ -243,12 +359,12 @@ class Sampler:
             raise ValueError(f"extend got {len(new_tokens)} rows for a session of {session.num_rows}")
         b = session.lengths.shape[0]
         rows = [t if t else None for t in new_tokens] + [None] * (b - session.num_rows)
-        chunk = _pow2_bucket(max((len(t) for t in rows if t), default=1), self.min_chunk)
-        need = session.cursor + chunk + _pow2_bucket(max_new_tokens, self.min_new)
+        chunk = _chunk_bucket(max((len(t) for t in rows if t), default=1), self.min_chunk)
+        own = session.own_lengths
+        need = int(max(own[i] + (len(t) if t else 0) for i, t in enumerate(rows))) + max_new_tokens
         if need > session.slots:
-            new_slots = self._slot_bucket(need)
-            log.info("sampler cache grows from %d to %d slots", session.slots, new_slots)
-            session = dataclasses.replace(session, cache=_grow_cache(session.cache, new_slots))
+            log.info("sampler cache grows from %d to >= %d slots", session.slots, need)
+            session = dataclasses.replace(session, cache=self._grow(session.cache, need))
         return self._turn(params, session, rows, chunk, max_new_tokens, sampling, seed)
 
     def compact(self, session: DecodeSession, keep: Sequence[int]) -> DecodeSession:
@@ -257,13 +373,18 @@ class Sampler:
             raise ValueError("compact needs at least one row to keep")
         b = self._batch_bucket(len(keep))
         index = np.asarray(list(keep) + [keep[0]] * (b - len(keep)))
-        take = lambda x: jnp.take(x, jnp.asarray(index), axis=0)
-        cache = KVCache(k=tuple(map(take, session.cache.k)), v=tuple(map(take, session.cache.v)),
-                        valid=take(session.cache.valid).at[len(keep):].set(False))
-        lengths = session.lengths[index].copy()
-        return DecodeSession(cache=cache, cursor=session.cursor, lengths=lengths, num_rows=len(keep))
+        cache = session.cache.take_rows(jnp.asarray(index))
+        return DecodeSession(cache=cache, lengths=session.lengths[index].copy(), num_rows=len(keep),
+                             prefix=session.prefix)
 
     # ------------------------------------------------------------------ one turn
+
+    def _check_ids(self, toks: Sequence[int], what: str) -> np.ndarray:
+        arr = np.asarray(toks, np.int64)
+        vocab = self.config.vocab_size
+        if arr.min() < 0 or arr.max() >= vocab:
+            raise ValueError(f"{what} has token ids outside [0, {vocab}): {arr.min()}..{arr.max()}")
+        return arr
 
     def _turn(self, params, session: DecodeSession, rows: list[Sequence[int] | None], chunk: int,
               max_new_tokens: int, sampling: SamplingParams, seed: int) -> tuple[DecodeSession, list[Completion]]:
@@ -272,37 +393,26 @@ class Sampler:
         b = len(rows)
         ids = np.zeros((b, chunk), np.int32)
         valid = np.zeros((b, chunk), bool)
-        vocab = self.config.vocab_size
         for i, toks in enumerate(rows):
             if toks:
                 if len(toks) > chunk:
                     raise ValueError(f"row {i} has {len(toks)} tokens for a chunk of {chunk}")
-                arr = np.asarray(toks, np.int64)
-                if arr.min() < 0 or arr.max() >= vocab:
-                    raise ValueError(f"row {i} has token ids outside [0, {vocab}): {arr.min()}..{arr.max()}")
-                ids[i, chunk - len(toks):] = arr
-                valid[i, chunk - len(toks):] = True
+                ids[i, :len(toks)] = self._check_ids(toks, f"row {i}")
+                valid[i, :len(toks)] = True
         active = valid.any(axis=1)
-        positions = session.lengths[:, None] + np.cumsum(valid, axis=1) - 1
-        positions = np.maximum(positions, 0).astype(np.int32)
 
-        self._note_program(("prefill", b, chunk, session.slots))
-        logits, cache = self._prefill(self.graphdef, params, session.cache, self._put(ids), self._put(positions),
-                                      self._put(valid), session.cursor)
-        lengths = session.lengths + valid.sum(axis=1)
-        cursor = session.cursor + chunk
-
-        new_bucket = _pow2_bucket(max_new_tokens, self.min_new)
         stop_ids, stop_seqs, stop_mask = _stop_arrays(sampling)
-        statics = dict(max_new=new_bucket, greedy=sampling.greedy, top_k=sampling.top_k,
-                       use_top_p=sampling.top_p < 1.0)
-        self._note_program(("decode", b, session.slots, *statics.values()))
-        tokens, logps, n_gen, reason, steps, cache, new_lengths = self._decode(
-            self.graphdef, params, cache, logits, self._put(lengths.astype(np.int32)), self._put(active), cursor,
-            jax.random.key(seed), jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
-            stop_ids, stop_seqs, stop_mask, jnp.int32(max_new_tokens), **statics)
-        tokens, logps, n_gen, reason = map(np.asarray, (tokens, logps, n_gen, reason))
-        steps = int(steps)
+        statics = DecodeStatics(max_new=_pow2_bucket(max_new_tokens, self.min_new), greedy=sampling.greedy,
+                                top_k=sampling.top_k, use_top_p=sampling.top_p < 1.0)
+        inputs = DecodeInputs(rng=jax.random.key(seed), temperature=jnp.float32(max(sampling.temperature, 1e-6)),
+                              top_p=jnp.float32(sampling.top_p), stop_ids_S=stop_ids, stop_seqs_QxL=stop_seqs,
+                              stop_seq_mask_QxL=stop_mask, max_steps=jnp.int32(max_new_tokens))
+        prefix = session.prefix.cache if session.prefix else None
+        self._note_program(("turn", b, chunk, session.cache.num_segments, session.cache.segment_slots,
+                            prefix.slots if prefix else 0, dataclasses.astuple(statics)))
+        tokens, logps, n_gen, reason, cache = self._turn_program(
+            self.graphdef, params, session.cache, prefix, self._put(ids), self._put(valid), inputs, statics)
+        tokens, logps, n_gen, reason = jax.device_get((tokens, logps, n_gen, reason))  # the call's one transfer
         completions = []
         for i in range(session.num_rows):
             if not active[i]:
@@ -310,8 +420,12 @@ class Sampler:
                 continue
             n = int(n_gen[i])
             completions.append(Completion(tokens[i, :n].tolist(), logps[i, :n].tolist(), STOP_REASONS[int(reason[i])]))
-        new_session = DecodeSession(cache=cache, cursor=cursor + steps, lengths=np.asarray(new_lengths).astype(np.int64),
-                                    num_rows=session.num_rows)
+        prefilled = session.lengths + valid.sum(axis=1)
+        self.work.add_prefill(session.lengths, valid.sum(axis=1))
+        self.work.add_decode(prefilled[active], n_gen[active])
+        lengths = prefilled + n_gen
+        new_session = DecodeSession(cache=cache, lengths=lengths.astype(np.int64), num_rows=session.num_rows,
+                                    prefix=session.prefix)
         return new_session, completions
 
 

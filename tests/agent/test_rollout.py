@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
@@ -96,3 +97,44 @@ def test_crashing_environment_ends_only_its_episode(policy):
     assert all(ep.error is None for ep in episodes[:3]) and stats.env_errors == 1
     rows = build_rows(episodes, prompts, "per_step", teacher_guidance=lambda ep: "")
     assert 3 not in set(rows.episode_index[:rows.num_real].tolist())
+
+
+@pytest.mark.slow  # ~30-55 s on the 2-core CPU: four rollouts and their fresh prefills
+@pytest.mark.parametrize("layout", ["per_step", "trajectory"])
+def test_cached_turns_equal_fresh_prefill_with_and_without_shared_prefix(policy, layout):
+    """Every turn's greedy response (and its log-probs) equals a fresh prefill of that turn's whole context,
+    whether the instructions were prefilled once and shared or prefilled in every row."""
+    model, sampler, params, tok = policy
+    responses = {}
+    for share in (True, False):
+        engine, _, pool = _engine(policy, layout)
+        engine.config = dataclasses.replace(engine.config, share_prefix=share)
+        engine.sampling = dataclasses.replace(engine.sampling, temperature=0.0)
+        before = dataclasses.replace(sampler.work)
+        episodes, _ = engine.run(params, TASKS, GROUP, seed=4)
+        pool.close()
+        prefilled = sampler.work.minus(before).prefill_tokens
+        contexts, turns = [], []
+        for ep in episodes:
+            history: list[int] = []
+            for t in ep.turns:
+                history = (history if layout == "trajectory" else []) + t.prompt_ids
+                contexts.append(list(history))
+                turns.append(t)
+                history = history + t.response_ids
+        fresh = sampler.generate(params, contexts, max_new_tokens=engine.config.max_response_tokens,
+                                 sampling=engine.sampling)
+        for t, f in zip(turns, fresh):
+            assert t.response_ids == f.tokens
+            np.testing.assert_allclose(t.response_logprobs, f.logprobs, atol=1e-4)
+        responses[share] = ([t.response_ids for t in turns], prefilled)
+    assert responses[True][0] == responses[False][0]
+    assert responses[True][1] < responses[False][1]  # the shared instructions were prefilled once
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    from skillsd_jax.agent.rollout import common_prefix
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == [1, 2]
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == [1, 2]  # identical prompts keep their last token
+    assert common_prefix([[1, 2], [3, 4]]) == [] and common_prefix([]) == []

@@ -16,7 +16,7 @@ if _REPO not in sys.path:
 TRAIN_KEYS = ("tokens_per_s", "reference_tokens_per_s", "ratio", "mfu_of_measured_peak", "matmul_peak_gflops",
               "compile_s", "device")
 ROLLOUT_KEYS = ("env_steps_per_s", "sample_share", "env_share", "glue_share", "compile_s", "first_call_s",
-                "rollout_s", "device", "reference")
+                "rollout_s", "device", "reference", "floor_s", "sample_floor_ratio", "timed_compilations")
 
 
 def _one_json_line(capsys) -> dict:
@@ -110,3 +110,16 @@ def test_serve_benchmark_rejects_bad_levels():
         serve.main(["--clients", "1,x"])
     with pytest.raises(SystemExit):
         serve.main(["--clients", "0"])
+
+def test_rollout_benchmark_synthetic_reports_its_floor(capsys):
+    from benchmarks import rollout
+
+    rollout.main(["--synthetic", "--tasks", "1", "--group", "2", "--turns", "2", "--max-response-tokens", "4",
+                  "--prompt-tokens", "24", "--observation-tokens", "6", "--shared-prefix-tokens", "16",
+                  "--repeats", "1", "--json"])
+    out = _one_json_line(capsys)
+    assert out["generated_tokens"] == 2 * 2 * 4 and out["decode_steps"] == 2 * 4
+    assert out["prefill_tokens"] == 16 + 2 * 8 + 2 * 6  # the shared prefix once, then each row's own tokens
+    assert out["floor_s"] == pytest.approx(out["floor_decode_s"] + out["floor_prefill_s"])
+    assert out["sample_floor_ratio"] == pytest.approx(out["sample_s"] / out["floor_s"])
+    assert out["memory_bandwidth_gbs"] > 0 and out["matmul_peak_gflops"] > 0

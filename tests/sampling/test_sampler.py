@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from scipy import stats
 
 from skillsd_jax import sharding as shd
 from skillsd_jax.models import KVCache
+from skillsd_jax.models.kv_cache import zero_segments
 from skillsd_jax.sampling import Sampler, SamplingParams, generate
 from skillsd_jax.sampling.filters import filter_logits, sample_tokens
 
@@ -21,18 +24,21 @@ def test_kv_cache_decode_logits_equal_full_forward(tiny_model):
     model = tiny_model
     seq = np.random.default_rng(0).integers(0, model.config.vocab_size, 14).astype(np.int32)
     full = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(seq[None])))[0]
-    cache = KVCache.init(model.config, 1, 32)
-    step = nnx.jit(lambda m, ids, pos, valid, cache, start: m.forward_chunk(ids, pos, valid, cache, start))
-    # Prefill 6 tokens (left-padded into an 8-token chunk), then decode the rest one by one.
+    # Segments of 4 slots: the tokens span several, and the cache grows past its first capacity.
+    cache = KVCache.init(model.config, 1, 2, 4)
+    step = nnx.jit(lambda m, ids, valid, cache: m.forward_chunk(ids, valid, cache))
+    # Prefill 6 tokens (right-padded into an 8-token chunk), then decode the rest one by one.
     ids = np.zeros((1, 8), np.int32)
-    ids[0, 2:] = seq[:6]
+    ids[0, :6] = seq[:6]
     valid = np.zeros((1, 8), bool)
-    valid[0, 2:] = True
-    pos = np.maximum(np.cumsum(valid, 1) - 1, 0)
-    logits, cache = step(model, ids, pos, valid, cache, 0)
-    np.testing.assert_allclose(np.asarray(logits)[0, 2:], full[:6], atol=1e-4)
+    valid[0, :6] = True
+    logits, cache = step(model, ids, valid, cache)
+    np.testing.assert_allclose(np.asarray(logits)[0, :6], full[:6], atol=1e-4)
+    assert int(cache.lengths_B[0]) == 6
     for t in range(6, 14):
-        logits, cache = step(model, seq[None, t:t + 1], np.array([[t]]), np.ones((1, 1), bool), cache, 8 + t - 6)
+        if t == 8:
+            cache = cache.with_segments(*zero_segments(model.config, 1, 2, 4, jnp.float32))
+        logits, cache = step(model, seq[None, t:t + 1], np.ones((1, 1), bool), cache)
         np.testing.assert_allclose(np.asarray(logits)[0, 0], full[t], atol=1e-4)
 
 
@@ -139,7 +145,7 @@ def test_multi_turn_continuation_equals_fresh_prefill(tiny_model):
 
 
 def test_cache_grows_across_turns(tiny_model):
-    sampler, params = Sampler.for_model(tiny_model)
+    sampler, params = Sampler.for_model(tiny_model, segment_slots=64)
     greedy = SamplingParams(temperature=0.0)
     session, first = sampler.begin(params, [[1, 2, 3]], max_new_tokens=40, sampling=greedy)
     history = [1, 2, 3] + first[0].tokens
@@ -152,6 +158,7 @@ def test_cache_grows_across_turns(tiny_model):
         assert out[0].tokens == fresh.tokens
         history += out[0].tokens
     assert session.slots > slots
+    assert session.cache.num_segments == session.slots // 64
 
 
 def test_sharded_sampler_equals_unsharded(tiny_model):
@@ -164,6 +171,15 @@ def test_sharded_sampler_equals_unsharded(tiny_model):
     ours = sampler.generate(sharded_params, prompts, max_new_tokens=8, sampling=sp, seed=5)
     ref_sampler, params = Sampler.for_model(tiny_model)
     ref = ref_sampler.generate(params, prompts, max_new_tokens=8, sampling=sp, seed=5)
+    for a, b in zip(ours, ref):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    # A shared prefix prefilled on the mesh serves the mesh's rows.
+    shared = [9, 8, 7, 6, 5, 4, 3, 2, 1, 9, 8, 7, 6, 5, 4, 3, 2]
+    with_prefix = [shared + p for p in prompts]
+    prefix = sampler.prefill_prefix(sharded_params, shared)
+    ours = sampler.generate(sharded_params, with_prefix, max_new_tokens=8, sampling=sp, seed=5, prefix=prefix)
+    ref = ref_sampler.generate(params, with_prefix, max_new_tokens=8, sampling=sp, seed=5)
     for a, b in zip(ours, ref):
         assert a.tokens == b.tokens
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
@@ -187,7 +203,7 @@ def test_programs_are_bucketed(tiny_model):
         n = int(rng.integers(5, 9))
         prompts = [rng.integers(0, 40, int(rng.integers(3, 17))).tolist() for _ in range(n)]
         sampler.generate(params, prompts, max_new_tokens=int(rng.integers(4, 17)), sampling=sp, seed=i)
-    assert sampler.num_compilations == 3  # one cache initializer + one prefill + one decode program
+    assert sampler.num_compilations == 2  # one cache segment initializer + one turn (prefill + decode) program
 
 
 def test_bad_requests_fail_clearly(tiny_model):
@@ -199,3 +215,55 @@ def test_bad_requests_fail_clearly(tiny_model):
         generate(tiny_model, [[1]], max_new_tokens=2, top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(tiny_model, [[1]], max_new_tokens=0)
+
+
+def test_shared_prefix_equals_full_prefill(tiny_model):
+    sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
+    greedy = SamplingParams(temperature=0.0)
+    shared = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3]
+    prompts = [shared + [10, 11], shared + [12], shared + [13, 14, 15, 16, 17]]
+    prefix = sampler.prefill_prefix(params, shared)
+    before = dataclasses.replace(sampler.work)
+    session, with_prefix = sampler.begin(params, prompts, max_new_tokens=6, sampling=greedy, prefix=prefix)
+    assert sampler.work.minus(before).prefill_tokens == 8  # only the rows' own tokens
+    plain = sampler.generate(params, prompts, max_new_tokens=6, sampling=greedy)
+    for a, b in zip(with_prefix, plain):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    # Sampling draws the same tokens from the same seed with and without the prefix.
+    sp = SamplingParams(temperature=1.0)
+    a = sampler.generate(params, prompts, max_new_tokens=6, sampling=sp, seed=4, prefix=prefix)
+    b = sampler.generate(params, prompts, max_new_tokens=6, sampling=sp, seed=4)
+    assert [c.tokens for c in a] == [c.tokens for c in b]
+    # Later turns continue after the prefix: they equal a fresh prefill of the whole history (no prefix),
+    # across segment boundaries (16 slots) and a cache that grows.
+    history = [p + c.tokens for p, c in zip(prompts, with_prefix)]
+    for turn in range(2):
+        obs = [[20 + turn] * 9, None, [30 + turn, 31]]
+        session, out = sampler.extend(params, session, obs, max_new_tokens=7, sampling=greedy)
+        for i in (0, 2):
+            history[i] += obs[i]
+            fresh = generate(tiny_model, [history[i]], max_new_tokens=7, temperature=0.0)[0]
+            assert out[i].tokens == fresh.tokens
+            np.testing.assert_allclose(out[i].logprobs, fresh.logprobs, atol=1e-4)
+            history[i] += out[i].tokens
+        assert out[1].stop_reason == "inactive"
+    assert session.lengths[0] == len(history[0]) and session.own_lengths[0] == len(history[0]) - len(shared)
+    with pytest.raises(ValueError, match="shared prefix"):
+        sampler.begin(params, [shared[:-1] + [0, 1]], max_new_tokens=2, prefix=prefix)
+    with pytest.raises(ValueError, match="shared prefix"):
+        sampler.begin(params, [shared], max_new_tokens=2, prefix=prefix)  # nothing of its own
+
+
+def test_bfloat16_cache_logprobs_near_trainer(tiny_model):
+    """A bfloat16 cache (float32 compute) moves sampler log-probs off the trainer's float32 forward by
+    the keys'/values' rounding; this bounds it (the float32 cache agrees to 1e-4)."""
+    sampler, params = Sampler.for_model(tiny_model, cache_dtype=jnp.bfloat16)
+    prompts = [[5, 17, 3, 8], [9, 2, 30, 31, 7, 30, 12, 8, 1]]
+    out = sampler.generate(params, prompts, max_new_tokens=12, sampling=SamplingParams(temperature=1.0), seed=3)
+    worst = 0.0
+    for p, c in zip(prompts, out):
+        logp = jax.nn.log_softmax(tiny_model(jnp.asarray([p + c.tokens]))[0, len(p) - 1:-1], axis=-1)
+        want = np.take_along_axis(np.asarray(logp), np.asarray(c.tokens)[:, None], axis=-1)[:, 0]
+        worst = max(worst, float(np.max(np.abs(np.asarray(c.logprobs) - want))))
+    assert 0 < worst < 0.1, worst

@@ -1,0 +1,185 @@
+"""The sampler's KV cache: ragged rows in fixed-size segments, an optional shared prefix, and
+attention over the filled part only.
+
+Each row's tokens occupy its own slots in order (slot `s` of a row holds its token at RoPE position
+`prefix length + s`), so rows of unequal lengths need no padding inside the cache: a chunk of new
+tokens is written right-padded at each row's own length, and its padding lands past the row's end,
+where the next chunk overwrites it. Causality is the whole mask: a query at slot `q` sees slots `<= q`.
+
+The slots are split into segments of `segment_slots`; the cache grows by appending zeroed segments
+(no copy of what is there). Attention visits the segments one by one with an online softmax and
+skips (`lax.cond`) every segment that starts past the longest row's last query, so a step costs what
+the filled part of the cache costs, not its capacity.
+
+A shared prefix (the instructions every episode of an environment starts with) is prefilled once
+and attended by every row without being copied into them.
+
+Shape suffixes as in `layers.py`; S = slots of one segment, P = prefix slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+_NEG = jnp.finfo(jnp.float32).min
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """Per layer, per segment: keys `[B, K, Dh, S]` (transposed: the q.k product is a row-major matmul)
+    and values `[B, K, S, Dh]`; `lengths_B` = tokens each row holds = its next free slot."""
+
+    keys: tuple[tuple[Array, ...], ...]
+    values: tuple[tuple[Array, ...], ...]
+    lengths_B: Array
+
+    @classmethod
+    def init(cls, config: Any, batch: int, segments: int, segment_slots: int, dtype: Any = jnp.float32) -> "KVCache":
+        if segments < 1 or segment_slots < 1:
+            raise ValueError(f"a KV cache needs >= 1 segment of >= 1 slot, got {segments} x {segment_slots}")
+        keys, values = zero_segments(config, batch, segments, segment_slots, dtype)
+        return cls(keys=keys, values=values, lengths_B=jnp.zeros((batch,), jnp.int32))
+
+    @property
+    def batch(self) -> int:
+        return self.lengths_B.shape[0]
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.keys[0])
+
+    @property
+    def segment_slots(self) -> int:
+        return self.keys[0][0].shape[-1]
+
+    @property
+    def slots(self) -> int:
+        return self.num_segments * self.segment_slots
+
+    def with_segments(self, keys: tuple[tuple[Array, ...], ...], values: tuple[tuple[Array, ...], ...]) -> "KVCache":
+        """This cache with new segments appended (per layer); the existing buffers are reused as they are."""
+        return KVCache(keys=tuple(a + b for a, b in zip(self.keys, keys)),
+                       values=tuple(a + b for a, b in zip(self.values, values)), lengths_B=self.lengths_B)
+
+    def take_rows(self, index_B: Array) -> "KVCache":
+        take = lambda x: jnp.take(x, index_B, axis=0)
+        return KVCache(keys=jax.tree.map(take, self.keys), values=jax.tree.map(take, self.values),
+                       lengths_B=take(self.lengths_B))
+
+
+def zero_segments(config: Any, batch: int, segments: int, segment_slots: int,
+                  dtype: Any) -> tuple[tuple[tuple[Array, ...], ...], tuple[tuple[Array, ...], ...]]:
+    k_shape = (batch, config.num_kv_heads, config.head_dim, segment_slots)
+    v_shape = (batch, config.num_kv_heads, segment_slots, config.head_dim)
+    keys = tuple(tuple(jnp.zeros(k_shape, dtype) for _ in range(segments)) for _ in range(config.num_layers))
+    values = tuple(tuple(jnp.zeros(v_shape, dtype) for _ in range(segments)) for _ in range(config.num_layers))
+    return keys, values
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SharedPrefix:
+    """Keys `[K, Dh, P]` and values `[K, P, Dh]` per layer of a token prefix shared by every row;
+    `length` (scalar) of its `P` slots are real (the rest is bucket padding)."""
+
+    keys: tuple[Array, ...]
+    values: tuple[Array, ...]
+    length: Array
+
+    @property
+    def slots(self) -> int:
+        return self.keys[0].shape[-1]
+
+
+class LayerCache(NamedTuple):
+    """What one layer's cached attention needs: its segments, the query slots and the shared prefix."""
+
+    keys: tuple[Array, ...]
+    values: tuple[Array, ...]
+    q_slot_BxT: Array  # each chunk token's slot in its row
+    prefix_keys: Array | None
+    prefix_values: Array | None
+    prefix_length: Array | None
+
+
+def write_segments(segments: tuple[Array, ...], new: Array, slot_BxT: Array, slot_axis: int) -> tuple[Array, ...]:
+    """Writes `new` (batch first, `T` along `slot_axis`) at each row's slots `slot_BxT`; writes that fall
+    outside a segment are dropped there (they belong to another segment or past the capacity)."""
+    out = []
+    size = segments[0].shape[slot_axis]
+    for j, seg in enumerate(segments):
+        local = slot_BxT - j * size
+        local = jnp.where((local >= 0) & (local < size), local, size)  # `size` is out of bounds: dropped
+
+        def one_row(s, n, i):
+            index = (slice(None),) * (slot_axis - 1) + (i,)
+            return s.at[index].set(n.astype(s.dtype), mode="drop")
+
+        out.append(jax.vmap(one_row)(seg, new, local))
+    return tuple(out)
+
+
+def _part(q_BxKxGxTxDh: Array, k: Array, v: Array, mask_BxGxTxS: Array, *, shared: bool = False):
+    """Running-softmax pieces of one key block: (row max, exp-sum, exp-weighted values), float32.
+    Keys/values are `[B, K, Dh, S]`/`[B, K, S, Dh]`, or without the batch axis when `shared`."""
+    b, kh, g, t, dh = q_BxKxGxTxDh.shape
+    q = q_BxKxGxTxDh.reshape(b, kh, g * t, dh)
+    kb = "" if shared else "b"
+    scores = jnp.einsum(f"bkqd,{kb}kds->bkqs", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, kh, g, t, -1) * (1.0 / math.sqrt(dh))
+    scores = jnp.where(mask_BxGxTxS[:, None], scores, _NEG)
+    m = jnp.max(scores, axis=-1, keepdims=True)
+    p = jnp.where(mask_BxGxTxS[:, None], jnp.exp(scores - m), 0.0)
+    acc = jnp.einsum(f"bkqs,{kb}ksd->bkqd", p.reshape(b, kh, g * t, -1).astype(q.dtype), v.astype(q.dtype),
+                     preferred_element_type=jnp.float32)
+    return m, jnp.sum(p, axis=-1, keepdims=True), acc.reshape(b, kh, g, t, dh)
+
+
+def _merge(a, b):
+    (m1, l1, acc1), (m2, l2, acc2) = a, b
+    m = jnp.maximum(m1, m2)
+    c1, c2 = jnp.exp(m1 - m), jnp.exp(m2 - m)
+    return m, l1 * c1 + l2 * c2, acc1 * c1 + acc2 * c2
+
+
+def _empty(b, kh, g, t, dh):
+    return (jnp.full((b, kh, g, t, 1), _NEG, jnp.float32), jnp.zeros((b, kh, g, t, 1), jnp.float32),
+            jnp.zeros((b, kh, g, t, dh), jnp.float32))
+
+
+def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
+                     cache: LayerCache) -> tuple[Array, tuple[Array, ...], tuple[Array, ...]]:
+    """Writes the chunk's keys/values at its slots, then attends each query to the shared prefix and
+    to its row's slots up to its own. Returns (output `[B,T,H,Dh]`, new key segments, new value segments)."""
+    b, t, h, dh = q_BxTxHxDh.shape
+    kh = k_BxTxKxDh.shape[2]
+    g = h // kh
+    keys = write_segments(cache.keys, k_BxTxKxDh.transpose(0, 2, 3, 1), cache.q_slot_BxT, slot_axis=3)
+    values = write_segments(cache.values, v_BxTxKxDh.transpose(0, 2, 1, 3), cache.q_slot_BxT, slot_axis=2)
+    # [B, K, G, T, Dh]: the G query heads of a kv head attend together.
+    q = q_BxTxHxDh.reshape(b, t, kh, g, dh).transpose(0, 2, 3, 1, 4)
+    state = _empty(b, kh, g, t, dh)
+    if cache.prefix_keys is not None:
+        p = cache.prefix_keys.shape[-1]
+        mask = jnp.broadcast_to((jnp.arange(p) < cache.prefix_length)[None, None, None, :], (b, g, t, p))
+        state = _merge(state, _part(q, cache.prefix_keys, cache.prefix_values, mask, shared=True))
+    size = keys[0].shape[-1]
+    last_query = jnp.max(cache.q_slot_BxT)
+    for j, (k_seg, v_seg) in enumerate(zip(keys, values)):
+        slot = j * size + jnp.arange(size)
+        mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
+        # Segments past every row's last query hold nothing any query may see: skip their reads.
+        part = jax.lax.cond(j * size <= last_query, lambda k=k_seg, v=v_seg, m=mask: _part(q, k, v, m),
+                            lambda: _empty(b, kh, g, t, dh))
+        state = _merge(state, part)
+    _, l, acc = state
+    out = acc / jnp.maximum(l, 1e-30)  # every real query sees at least its own slot: l >= 1 there
+    out = out.astype(q_BxTxHxDh.dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+    return out, keys, values
