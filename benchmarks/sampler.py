@@ -1,4 +1,4 @@
-"""Decode throughput: our jitted sampler vs PyTorch `generate` on the same random model (BENCHMARKS.md).
+"""Decode throughput: our jitted sampler vs PyTorch `generate` on the same random model (docs/benchmarks.md).
 
     python -m benchmarks.sampler [--shape tiny] [--batch 16] [--prompt 128] [--new 64] [--host-devices N] [--json]
 

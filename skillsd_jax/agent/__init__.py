@@ -2,8 +2,8 @@
 
 from skillsd_jax.agent.episode import Episode, Turn
 from skillsd_jax.agent.prompts import PromptBuilder, PromptConfig, privileged_block, stop_strings
-from skillsd_jax.agent.rollout import RolloutConfig, RolloutEngine, RolloutStats, group_returns
+from skillsd_jax.agent.rollout import RolloutConfig, RolloutEngine, RolloutStats
 from skillsd_jax.agent.rows import Rows, build_rows, row_advantages
 
 __all__ = ["Episode", "PromptBuilder", "PromptConfig", "RolloutConfig", "RolloutEngine", "RolloutStats", "Rows",
-           "Turn", "build_rows", "group_returns", "privileged_block", "row_advantages", "stop_strings"]
+           "Turn", "build_rows", "privileged_block", "row_advantages", "stop_strings"]

@@ -21,7 +21,6 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from skillsd_jax.agent.episode import Episode, Turn
 from skillsd_jax.agent.prompts import TURN_END, PromptBuilder, stop_strings
@@ -222,12 +221,4 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
     return list(first[:max(n, 0)])
 
 
-def group_returns(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(returns, group ids, valid) per episode, for GRPO advantages; errored episodes are invalid."""
-    returns = np.asarray([ep.total_reward for ep in episodes], np.float32)
-    groups = np.asarray([ep.group_id for ep in episodes], np.int32)
-    valid = np.asarray([ep.error is None for ep in episodes], bool)
-    return returns, groups, valid
-
-
-__all__ = ["LAYOUTS", "RolloutConfig", "RolloutEngine", "RolloutStats", "TURN_END", "common_prefix", "group_returns"]
+__all__ = ["LAYOUTS", "RolloutConfig", "RolloutEngine", "RolloutStats", "TURN_END", "common_prefix"]

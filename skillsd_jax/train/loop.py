@@ -7,7 +7,6 @@ summarize); `Trainer.train_iteration` calls them in that order. See docs/algorit
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import os

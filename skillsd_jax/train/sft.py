@@ -9,9 +9,8 @@ environment, turned into the same rows the RL step trains on, and fitted by toke
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
