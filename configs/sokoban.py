@@ -16,14 +16,16 @@ def get_config(arg: str | None = None):
     preset = switches.get("preset", "verl_agent")  # verl_agent: 6x6, 1 box, 15 steps | skill_sd: 2 boxes, 40 steps
     c.env.name = "sokoban"
     c.env.kwargs.preset = preset
-    c.env.kwargs.invalid_action_penalty = 0.1  # reward of an unparseable answer (a format penalty when larger)
-    c.env.kwargs.distance_shaping = 0.0  # potential-based box-distance shaping (0: gym-sokoban rewards)
+    # A format penalty (an unparseable answer costs 1, a move 0.1) keeps RL from drifting into invalid
+    # answers; the potential-based shaping makes failed episodes differ by how close the boxes got.
+    c.env.kwargs.invalid_action_penalty = 1.0  # reward of an unparseable answer is minus this
+    c.env.kwargs.distance_shaping = 0.5  # potential-based box-distance shaping (0: gym-sokoban rewards)
     # A fixed training set, so tasks recur and their skill buffers fill (the paper: 96 levels).
-    c.env.num_train_tasks = 96 if preset == "skill_sd" else 16
-    c.eval.num_tasks = 64 if preset == "skill_sd" else 32  # the paper's 64 test levels
+    c.env.num_train_tasks = 96 if preset == "skill_sd" else 64
+    c.eval.num_tasks = 64 if preset == "skill_sd" else 256  # the paper's 64 test levels; 256 here
     c.workdir = f"runs/sokoban_{preset}_{c.method}"
-    c.num_iterations = 20
-    c.rollout.tasks_per_iteration = 4
+    c.num_iterations = 30
+    c.rollout.tasks_per_iteration = 8
     c.rollout.group_size = 4
     c.rollout.layout = c.rows.layout = "trajectory"  # one growing sequence per episode (KV cache reused)
     c.rollout.max_response_tokens = 32  # "<think>...</think><action>dir</action>"
@@ -31,14 +33,17 @@ def get_config(arg: str | None = None):
     c.prompt.max_prompt_tokens = 512
     c.prompt.max_guidance_tokens = 256
     # The embedded tiny model starts random: a short supervised warm-up on solver plans teaches the
-    # answer format before RL (set warmstart.steps=0 with a pretrained checkpoint).
+    # answer format before RL (set warmstart.steps=0 with a pretrained checkpoint). Its levels lie past
+    # the RL levels, and part of its demonstrations carry skill blocks so the teacher can read skills.
     c.warmstart.steps = 100
     c.warmstart.num_tasks = 64
+    c.warmstart.first_seed = 100_000
     c.warmstart.rows_per_step = 8
-    c.optimizer.learning_rate = 5e-5
+    c.warmstart.skill_match, c.warmstart.skill_advice, c.warmstart.skill_other = 0.35, 0.15, 0.10
+    c.optimizer.learning_rate = 3e-4
     c.optimizer.total_steps = c.num_iterations
     c.loss.sdl_coef = 1e-3
-    c.eval.every = 10
+    c.eval.every = 0  # held-out evaluation at the start of RL and at the end (256 levels each)
     c.checkpoint.every = 10
     if "smoke" in switches:
         apply_smoke(c)

@@ -48,7 +48,9 @@ class Experiment:
 def _sokoban_cpu():
     c = get_config("")
     c.eval.num_tasks = 256  # the same 256 held-out test levels for every run
-    c.eval.every = 0  # curves come from evaluations at these env-step marks instead (see runner)
+    c.num_iterations = 60  # a cap; the budget below ends each run
+    c.budget_env_steps = 12_000  # ~30 iterations of 8 tasks x 4 episodes
+    c.eval.every = 15  # a middle point of the curves
     c.eval.at_start = False  # the cold start is evaluated once per seed
     c.checkpoint.every = 10
     c.progress_bar = True
