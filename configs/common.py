@@ -31,6 +31,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 1  # console line every N iterations
     c.progress_bar = True  # tqdm bar over iterations
     c.micro_batches = 1  # gradient accumulation steps per update (exact)
+    # PPO-style updates: each iteration takes `epochs` passes over its rows in `minibatches` shuffled
+    # parts, one optimizer step each (clipped against the rollout's log-probs); 1 x 1 = one step.
+    c.ppo = ml_collections.ConfigDict(dict(minibatches=1, epochs=1))
     c.recompute_old_logp = False  # True: old log-probs from the trainer's forward instead of the sampler's
     c.tokenizer = ""  # HF tokenizer dir; "" = the project's small tokenizer
 
@@ -150,7 +153,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.at_start = True  # evaluate once before the first RL iteration (after the warm-up)
     c.eval.at_end = True
     c.eval.num_tasks = 64  # test-split tasks, one greedy episode each
-    c.eval.temperature = 0.0
+    c.eval.temperature = 0.0  # 0: greedy; > 0: sampled, the distribution RL trains
+    c.eval.greedy_too = False  # with a sampled evaluation, also play the greedy policy (eval_greedy/*)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 25  # iterations between checkpoints (0: never)

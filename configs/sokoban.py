@@ -41,9 +41,14 @@ def get_config(arg: str | None = None):
     c.warmstart.rows_per_step = 8
     c.warmstart.skill_match, c.warmstart.skill_advice, c.warmstart.skill_other = 0.35, 0.15, 0.10
     c.optimizer.learning_rate = 1e-4  # chosen on the validation split: 3e-4 lowered held-out success
-    c.optimizer.total_steps = c.num_iterations
+    c.ppo.minibatches = 4  # four PPO steps an iteration (validation: +5 points sampled vs +3 with one step)
+    c.optimizer.total_steps = c.num_iterations * c.ppo.minibatches
     c.loss.sdl_coef = 1e-3
     c.eval.every = 0  # held-out evaluation at the start of RL and at the end (256 levels each)
+    # Sampled at the rollout temperature (the policy RL trains), and the greedy policy next to it: the
+    # tiny model's greedy policy falls into one repeated move that RL does not change much.
+    c.eval.temperature = 1.0
+    c.eval.greedy_too = True
     c.checkpoint.every = 10
     if "smoke" in switches:
         apply_smoke(c)

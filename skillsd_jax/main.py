@@ -36,13 +36,14 @@ def main(argv: list[str]) -> None:
     config = FLAGS.config
     final = train(config, workdir=FLAGS.workdir)
     summary = {k: v for k, v in final.items()
-               if k.startswith(("eval/", "eval_start/", "eval_skill/", "train/success", "train/return"))}
+               if k.startswith(("eval", "train/success", "train/return"))}
     print(json.dumps({"workdir": os.path.abspath(FLAGS.workdir or config.workdir), **summary}, sort_keys=True))
-    print(held_out_summary(final, config.method))
+    print(held_out_summary(final, config.method, config.eval.temperature))
 
 
-def held_out_summary(final: dict, method: str) -> str:
-    """One line: held-out success before and after RL, each with its 95% interval."""
+def held_out_summary(final: dict, method: str, temperature: float = 0.0) -> str:
+    """Held-out success before and after RL, each with its 95% interval (and the greedy policy's
+    on a second line when a sampled evaluation also played it)."""
 
     def one(prefix: str) -> str:
         if f"{prefix}/success_rate" not in final:
@@ -51,8 +52,13 @@ def held_out_summary(final: dict, method: str) -> str:
                 f"{final.get(f'{prefix}/success_ci95_hi', 1):.3f}]")
 
     n = int(final.get("eval/episodes", 0))
-    return (f"held-out success ({method}, {n} test levels, one greedy episode each): "
-            f"start of RL {one('eval_start')} -> end {one('eval')}")
+    how = "one greedy episode each" if temperature <= 0 else f"one episode each sampled at T={temperature:g}"
+    lines = [f"held-out success ({method}, {n} test levels, {how}): "
+             f"start of RL {one('eval_start')} -> end {one('eval')}"]
+    if "eval_greedy/success_rate" in final:
+        lines.append(f"held-out success ({method}, {n} test levels, one greedy episode each): "
+                     f"start of RL {one('eval_start_greedy')} -> end {one('eval_greedy')}")
+    return "\n".join(lines)
 
 
 def run() -> None:

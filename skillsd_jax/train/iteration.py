@@ -4,7 +4,7 @@
   2. `credit`     group the episodes by task and credit the skills used on those tasks before;
   3. `make_batch` student rows, teacher rows under their guidance, advantages, the teacher's and
                   the old policy's log-probs (scored with the pre-update parameters);
-  4. `update`     one jitted `train_step`;
+  4. `update`     jitted `train_step`s: one on all rows, or PPO-style minibatches x epochs;
   5. teacher sync (`state.sync_teacher`, jitted by the caller);
   6. `summarize`  hand the finished groups to the asynchronous summarizer.
 
@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 
 from skillsd_jax.agent import Episode, PromptBuilder, build_rows, row_advantages
@@ -110,9 +111,8 @@ def make_batch(episodes: Sequence[Episode], method: Method, prompts: PromptBuild
     if spec.sdl_on and sdl_rows.any():
         full = scoring.score(scoring.teacher, rows.teacher_ids, rows.teacher_attention_mask)
         teacher_logp = rows.teacher_aligned(np.asarray(full))
-        on = rows.loss_mask * sdl_rows[:, None]
-        # Does the teacher prefer the student's own tokens once it reads the guidance?
-        metrics["teacher/skill_logp_gain"] = float(((teacher_logp - old_logp) * on).sum() / max(on.sum(), 1.0))
+        metrics.update(teacher_gain_metrics(teacher_logp - old_logp, rows.loss_mask * sdl_rows[:, None],
+                                            rows.episode_index, episodes))
     metrics["rows/sdl_rows"] = float(sdl_rows.sum())
     metrics["rows/sdl_tokens"] = float((rows.loss_mask * sdl_rows[:, None]).sum())
     full_vocab = spec.sdl_on and spec.full_vocab_teacher
@@ -131,10 +131,47 @@ def make_batch(episodes: Sequence[Episode], method: Method, prompts: PromptBuild
     return batch, metrics
 
 
+def teacher_gain_metrics(gain: np.ndarray, on: np.ndarray, episode_index: np.ndarray,
+                         episodes: Sequence[Episode]) -> dict[str, float]:
+    """Mean teacher-minus-student log-prob of the student's own tokens on teacher rows, overall and
+    split by whether the row's episode was won.
+
+    Over tokens the student sampled itself the overall mean estimates -KL(student || teacher) <= 0
+    (docs/algorithm.md): it cannot be positive in expectation whatever the teacher knows. What shows
+    a teacher that reads skills is the split: its log-probs rise on the tokens of won episodes
+    (`_won` > 0) and fall on the others, i.e. it moves probability toward what worked."""
+    won = np.array([bool(episodes[i].won) if i >= 0 else False for i in episode_index], bool)
+    out = {"teacher/skill_logp_gain": float((gain * on).sum() / max(on.sum(), 1.0))}
+    for name, mask in (("won", on * won[:, None]), ("lost", on * ~won[:, None])):
+        if mask.sum() > 0:  # absent rather than NaN when no row of that kind had a teacher
+            out[f"teacher/skill_logp_gain_{name}"] = float((gain * mask).sum() / mask.sum())
+    return out
+
+
 # ---------------------------------------------------------------------------------------- 4. update
-def update(step_fn: Callable, state: Any, batch: TrainBatch) -> tuple[Any, Any]:
-    """One optimizer step; returns the new state and the step's (device) metrics."""
-    return step_fn(state, batch)
+def update(step_fn: Callable, state: Any, batch: TrainBatch, *, minibatches: int = 1, epochs: int = 1,
+           rng: np.random.Generator | None = None, put: Callable[[TrainBatch], TrainBatch] | None = None
+           ) -> tuple[Any, Any]:
+    """`epochs` passes over the batch's rows in `minibatches` shuffled parts, one jitted step each
+    (PPO-style: the old log-probs stay those of the rollout, so later steps are clipped against them);
+    returns the new state and the steps' mean (device) metrics. The default is one step on everything.
+
+    `put` moves a (host) part onto the devices, e.g. with the batch shardings of a mesh."""
+    put = put or (lambda b: b)
+    if minibatches == 1 and epochs == 1:
+        return step_fn(state, put(batch))
+    n = int(np.shape(batch.input_ids)[0])
+    if n % minibatches:
+        raise ValueError(f"{n} rows do not split into {minibatches} minibatches (rows are padded to a multiple "
+                         "of micro_batches x data-parallel size x update.minibatches)")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    host = jax.tree.map(np.asarray, batch)
+    history = []
+    for _ in range(epochs):
+        for part in np.split(rng.permutation(n), minibatches):
+            state, m = step_fn(state, put(jax.tree.map(lambda x: x[part], host)))
+            history.append(m)
+    return state, jax.tree.map(lambda *xs: sum(xs) / len(xs), *history)
 
 
 # ---------------------------------------------------------------------------------------- 6. summarize

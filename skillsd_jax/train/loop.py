@@ -7,6 +7,7 @@ summarize); `Trainer.train_iteration` calls them in that order. See docs/algorit
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -100,13 +101,19 @@ class Trainer:
         if c.eval.every > 0 or c.eval.at_end:
             self.eval_rollout = builders.eval_rollout(c, self.sampler, self.tokenizer, self.prompts,
                                                       self.env_max_turns, self.rollout_config)
+        # A sampled evaluation can also report the greedy policy (`eval_greedy/*`), on the same environments.
+        self.greedy_eval_rollout = None
+        if self.eval_rollout is not None and c.eval.temperature > 0 and c.eval.greedy_too:
+            self.greedy_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.eval_rollout.pool, self.prompts,
+                                                     c.env.name, self.env_max_turns,
+                                                     dataclasses.replace(self.eval_rollout.config, temperature=0.0))
         # Acting with the selected skill vs without, on training tasks that have one (same greedy decoding).
         self.skill_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.train_pool, self.prompts,
                                                 c.env.name, self.env_max_turns,
                                                 builders.eval_rollout_config(c, self.rollout_config))
         self.batch_spec = steps.BatchSpec(
             layout=c.rows.layout, sdl_on=self.sdl_on, full_vocab_teacher=loss.sdl_kind != "sampled",
-            recompute_old_logp=c.recompute_old_logp, row_multiple=c.micro_batches * self._data_parallel(),
+            recompute_old_logp=c.recompute_old_logp, row_multiple=c.micro_batches * self._data_parallel() * c.ppo.minibatches,
             length_quantum=c.rows.length_quantum, max_length=c.rows.max_length or None,
             advantage=dataclass_from(c.advantage, AdvantageConfig, "advantage"),
             correction=dataclass_from(c.rollout_correction, RolloutCorrectionConfig, "rollout_correction"))
@@ -134,6 +141,8 @@ class Trainer:
         require(c.rollout.tasks_per_iteration >= 1, "config.rollout.tasks_per_iteration must be >= 1")
         require(c.num_iterations >= 0, "config.num_iterations must be >= 0")
         require(c.micro_batches >= 1, "config.micro_batches must be >= 1")
+        require(c.ppo.minibatches >= 1 and c.ppo.epochs >= 1,
+                "config.ppo.minibatches and config.ppo.epochs must be >= 1")
         require(c.rows.layout in ("per_step", "trajectory"), "config.rows.layout must be 'per_step' or 'trajectory'")
         require(c.rows.layout == c.rollout.layout or c.rows.layout == "per_step",
                 "config.rows.layout='trajectory' needs config.rollout.layout='trajectory' (one growing sequence)")
@@ -218,11 +227,14 @@ class Trainer:
         self._watch_teacher_rows(batch_metrics["rows/sdl_rows"])
 
         t0 = time.perf_counter()
-        step = self._step_fn(batch)
-        if self.mesh is not None:
-            batch = jax.device_put(batch, self._batch_shardings)
+        u = c.ppo
+        part = batch if u.minibatches == 1 else jax.tree.map(lambda x: x[: len(x) // u.minibatches], batch)
+        step = self._step_fn(part)
+        put = (lambda b: jax.device_put(b, self._batch_shardings)) if self.mesh is not None else None
         with self.state_lock:
-            self.state, step_metrics = steps.update(step, self.state, batch)
+            self.state, step_metrics = steps.update(step, self.state, batch, minibatches=u.minibatches,
+                                                    epochs=u.epochs, put=put,
+                                                    rng=np.random.default_rng([c.seed, it, 7]))
             self.state = self.sync(self.state, it)
 
         if self.summarizer is not None:  # host work that overlaps with the dispatched update
@@ -252,6 +264,9 @@ class Trainer:
         """Held-out success (one greedy episode per test task) with its 95% Wilson interval, and, for
         methods with skills, the policy on training tasks with a skill: acting plain vs with the skill."""
         out = evaluate_policy(self.eval_rollout, self.state.params, self.eval_seeds)
+        if self.greedy_eval_rollout is not None:
+            out.update(evaluate_policy(self.greedy_eval_rollout, self.state.params, self.eval_seeds,
+                                       prefix="eval_greedy"))
         if self.bank is not None:
             out.update(self._evaluate_with_skills())
         return out
@@ -379,7 +394,7 @@ class Trainer:
                 last.update(final)
             if c.checkpoint.every > 0 and self.iteration not in self.checkpointer.steps() and total > 0:
                 self.save()
-            last.update({k.replace("eval/", "eval_start/", 1): v for k, v in self._start_eval().items()})
+            last.update({k.replace("eval", "eval_start", 1): v for k, v in self._start_eval().items()})
         finally:
             bar.close()
             self.checkpointer.wait()
@@ -400,7 +415,7 @@ class Trainer:
             for line in f:
                 row = json.loads(line)
                 if row.get("iteration") == 0 and "eval/success_rate" in row:
-                    found = {k: v for k, v in row.items() if k.startswith("eval/")}
+                    found = {k: v for k, v in row.items() if k.startswith(("eval/", "eval_greedy/"))}
         return found
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ class SFTConfig:
     rows_per_step: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 10
+    # `{action}` and optionally `{step}` (the 1-based turn number)
     answer_template: str = "<think>Next: {action}.</think><action>{action}</action>"
 
 
@@ -51,7 +52,7 @@ def demonstration(env: Env, seed: int, prompts: PromptBuilder, tokenizer: Any, l
     ep = Episode(episode_id=f"demo/{seed}", env_name=env.name, task_id=str(info.get("task_id", seed)), seed=seed,
                  initial_observation=obs, initial_info=dict(info))
     for k, action in enumerate(plan):
-        text = template.format(action=action)
+        text = template.format(action=action, step=k + 1)
         ids = list(tokenizer.encode(text, add_special_tokens=False))
         if layout == "per_step":
             prompt = prompts.turn_prompt(ep, k, obs)

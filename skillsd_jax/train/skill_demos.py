@@ -47,8 +47,8 @@ def random_episode(env: Env, demo: Episode, actions: Sequence[str], rng: np.rand
     obs, info = env.reset(demo.seed)
     ep = Episode(episode_id=f"{demo.episode_id}/random{index}", env_name=demo.env_name, task_id=demo.task_id,
                  seed=demo.seed, initial_observation=obs, initial_info=dict(info))
-    for _ in range(getattr(env, "max_turns", 1)):
-        text = template.format(action=actions[int(rng.integers(len(actions)))])
+    for k in range(getattr(env, "max_turns", 1)):
+        text = template.format(action=actions[int(rng.integers(len(actions)))], step=k + 1)
         new_obs, reward, done, step_info = env.step(text)
         ep.turns.append(Turn(observation=obs, response_text=text, action=step_info.get("action"),
                              action_valid=bool(step_info.get("action_valid")), reward=float(reward),

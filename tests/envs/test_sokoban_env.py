@@ -177,3 +177,29 @@ def _root() -> str:
     import os
 
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_cells_observation_style_one_token_per_cell_and_positions():
+    from skillsd_jax.models.tokenizer import load_tokenizer
+
+    grid_env = make("sokoban", preset="verl_agent", split="train")
+    cells_env = make("sokoban", preset="verl_agent", split="train", observation_style="cells")
+    grid_obs, _ = grid_env.reset(3)
+    obs, info = cells_env.reset(3)
+    rows = obs.split("\n")[:6]
+    # the same room, cell for cell; the legend stays in the instructions only
+    assert [r.replace(" ", "") for r in rows] == grid_obs.split("\n")[:6]
+    assert "Legend" not in obs and "Legend" in grid_obs
+    board = {(r, c): ch for r, row in enumerate(rows) for c, ch in enumerate(row.split(" "))}
+    player = next(p for p, ch in board.items() if ch in "PS")
+    box = next(p for p, ch in board.items() if ch in "X√")
+    assert f"Player ({player[0]},{player[1]})." in obs and f"Boxes ({box[0]},{box[1]})." in obs
+    tok = load_tokenizer()
+    assert len(tok.encode(rows[2], add_special_tokens=False)) == 6  # one token per cell
+    # the style changes the text only: after the same moves both show the same room
+    for action in info["optimal_plan"][:3]:
+        a, ra, _, _ = cells_env.step(f"<action>{action}</action>")
+        b, rb, _, _ = grid_env.step(f"<action>{action}</action>")
+        assert [r.replace(" ", "") for r in a.split("\n")[:6]] == b.split("\n")[:6] and ra == rb
+    with pytest.raises(ValueError, match="observation_style"):
+        make("sokoban", preset="verl_agent", observation_style="pixels")

@@ -55,7 +55,7 @@ def test_faithful_sokoban_analysis_on_hand_checked_level():
     group = sokoban_group(sokoban_fake.FakeSokobanEnv)
     a = faithful_analyzer().analyze(group)
     assert a.success_analysis == "2/4 attempts solved the level. The shortest solution used 6 moves."
-    assert a.golden_workflow == "Solve it in 6 moves:\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
+    assert a.golden_workflow == "Solve it in 6 moves:\nStep 1: up\nStep 2: right\nStep 3: right\nStep 4: up\nStep 5: right\nStep 6: down"
     assert "1/4 attempts pushed a box where it can never reach a target" in a.mistake_analysis
     assert "Do not push up in this position (attempt dead, move 2)" in a.mistake_analysis
     assert a.metadata["privileged"] is False and a.metadata["deadlocks"] == 1
@@ -87,7 +87,7 @@ def test_sokoban_analysis_on_hand_checked_level():
     assert [e.won for e in group] == [True, True, False, False]
     a = fake_analyzer().analyze(group)
     assert a.success_analysis.startswith("2/4 attempts solved the level. The shortest solution used 6 moves")
-    assert a.golden_workflow == "Solve it in 6 moves:\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
+    assert a.golden_workflow == "Solve it in 6 moves:\nStep 1: up\nStep 2: right\nStep 3: right\nStep 4: up\nStep 5: right\nStep 6: down"
     assert "1/4 attempts made a push after which the level could no longer be solved" in a.mistake_analysis
     assert "Do not push up in this position (attempt dead, move 2):\n######\n#    #\n# $  #\n# @ .#\n######" \
         in a.mistake_analysis
@@ -101,7 +101,7 @@ def test_oracle_sokoban_without_wins_uses_the_solver_plan():
     a = fake_analyzer().analyze(group)
     assert a.success_analysis == ("No attempt solved the level (2 tries). "
                                   "The best attempt ended with 0/1 boxes on targets.")
-    assert a.golden_workflow == "Optimal plan (6 moves):\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
+    assert a.golden_workflow == "Optimal plan (6 moves):\nStep 1: up\nStep 2: right\nStep 3: right\nStep 4: up\nStep 5: right\nStep 6: down"
     assert a.metadata["workflow_source"] == "solver"
 
 

@@ -55,8 +55,8 @@ def test_generic_env_end_to_end(tmp_path):
 def test_sokoban_end_to_end_with_fake_env(tmp_path):
     group = sokoban_group(sokoban_fake.FakeSokobanEnv)
     bank, skill = _pipeline(tmp_path, RuleSummarizer({"sokoban": fake_analyzer()}), group, "sokoban/t1")
-    assert skill.golden_workflow.startswith("Solve it in 6 moves:\n1. up")
-    _check_blocks(skill, "1. up")
+    assert skill.golden_workflow.startswith("Solve it in 6 moves:\nStep 1: up")
+    _check_blocks(skill, "Step 1: up")
 
 
 def test_sokoban_end_to_end_with_real_env(tmp_path):
@@ -69,11 +69,11 @@ def test_sokoban_end_to_end_with_real_env(tmp_path):
     assert skill.metadata["analyzer"] == "sokoban"
     assert skill.success_analysis.startswith("2/4 attempts solved the level. The shortest solution used 6 moves")
     assert "Do not push up in this position (attempt dead, move 2)" in skill.mistake_analysis
-    assert skill.golden_workflow == "Solve it in 6 moves:\n1. up\n2. right (2 times)\n3. up\n4. right\n5. down"
+    assert skill.golden_workflow == "Solve it in 6 moves:\nStep 1: up\nStep 2: right\nStep 3: right\nStep 4: up\nStep 5: right\nStep 6: down"
     no_win = RuleSummarizer().summarize(group[2:], step=0)[0]
     assert no_win.metadata["workflow_source"] == "advice" and "Optimal" not in no_win.golden_workflow
     from skillsd_jax.skills.backends.rule_backend import oracle_summarizer
 
     oracle = oracle_summarizer().summarize(group[2:], step=0)[0]
     assert oracle.golden_workflow.startswith("Optimal plan (6 moves):") and oracle.metadata["privileged"]
-    _check_blocks(skill, "1. up")
+    _check_blocks(skill, "Step 1: up")

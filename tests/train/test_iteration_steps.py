@@ -56,3 +56,58 @@ def test_credit_groups_by_task_and_skips_crashed():
     eps[0].error = "crashed"
     groups = steps.credit(None, eps, iteration=1)
     assert {k: len(v) for k, v in groups.items()} == {"a": 1, "b": 2}
+
+
+def _toy_batch(n=8, t=4):
+    from skillsd_jax.train.batch import TrainBatch
+
+    z = np.zeros((n, t), np.float32)
+    ids = np.tile(np.arange(n, dtype=np.int32)[:, None], (1, t))  # row r holds the token id r
+    return TrainBatch(input_ids=ids, attention_mask=np.ones((n, t), np.int32), loss_mask=z, old_logp=z,
+                      teacher_logp=z, advantages=np.arange(n, dtype=np.float32), sdl_mask=np.zeros(n, np.float32))
+
+
+def test_update_minibatches_cover_every_row_once_per_epoch():
+    seen = []
+
+    def step(state, batch):  # records the rows it got; the state counts optimizer steps
+        seen.append(sorted(int(r) for r in batch.input_ids[:, 0]))
+        assert batch.input_ids.shape == (2, 4)
+        return state + 1, {"rows": float(len(batch.advantages)), "adv": float(np.mean(batch.advantages))}
+
+    state, metrics = steps.update(step, 0, _toy_batch(), minibatches=4, epochs=2, rng=np.random.default_rng(3))
+    assert state == 8  # 4 minibatches x 2 epochs, one step each
+    for epoch in (seen[:4], seen[4:]):
+        assert sorted(r for part in epoch for r in part) == list(range(8))
+    assert seen[:4] != [[0, 1], [2, 3], [4, 5], [6, 7]]  # shuffled
+    assert metrics == {"rows": 2.0, "adv": 3.5}  # the mean over the 8 steps
+
+
+def test_update_default_is_one_step_on_everything():
+    calls = []
+
+    def step(state, batch):
+        calls.append(batch.input_ids.shape)
+        return state + 1, {}
+
+    state, _ = steps.update(step, 0, _toy_batch())
+    assert state == 1 and calls == [(8, 4)]
+
+
+def test_update_rejects_rows_that_do_not_split():
+    import pytest
+
+    with pytest.raises(ValueError, match="do not split into 3 minibatches"):
+        steps.update(lambda s, b: (s, {}), 0, _toy_batch(), minibatches=3)
+
+
+def test_teacher_gain_split_by_outcome():
+    eps = [Episode(episode_id=f"e{i}", env_name="sokoban", task_id="t", seed=0, initial_observation="",
+                   won=won) for i, won in enumerate([True, False])]
+    gain = np.array([[0.0, 2.0, 2.0], [0.0, -1.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
+    on = np.array([[0, 1, 1], [0, 1, 1], [0, 0, 0]], np.float32)  # third row: padding
+    m = steps.teacher_gain_metrics(gain, on, np.array([0, 1, -1]), eps)
+    assert m == {"teacher/skill_logp_gain": 0.75, "teacher/skill_logp_gain_won": 2.0,
+                 "teacher/skill_logp_gain_lost": -0.5}
+    only_lost = steps.teacher_gain_metrics(gain, on * np.array([[0], [1], [0]]), np.array([0, 1, -1]), eps)
+    assert "teacher/skill_logp_gain_won" not in only_lost

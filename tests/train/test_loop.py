@@ -82,7 +82,8 @@ def test_methods_run_one_iteration(micro_model_dir, tmp_path, method):
 
         build_sokoban_levels("verl_agent", tmp_path / "data", num_levels={"train": 3, "test": 2})
         overrides.update({"env.task_dataset": "sokoban_levels/verl_agent", "env.data_dir": str(tmp_path / "data"),
-                          "eval.at_end": True})
+                          "eval.at_end": True, "ppo.minibatches": 2,  # two PPO steps an iteration
+                          "eval.temperature": 1.0, "eval.greedy_too": True})  # sampled and greedy evaluation
     t = Trainer(_config(micro_model_dir, tmp_path / "run", method=method, num_iterations=1, **overrides))
     m = t.run()
     t.close()
@@ -92,6 +93,8 @@ def test_methods_run_one_iteration(micro_model_dir, tmp_path, method):
         assert t.train_seeds == [0, 1, 2] and t.eval_seeds == [0, 1] and m["eval/episodes"] == 2
         assert 0.0 <= m["eval/success_ci95_lo"] <= m["eval/success_rate"] <= m["eval/success_ci95_hi"] <= 1.0
         assert os.listdir(tmp_path / "run" / "tensorboard")  # event files beside metrics.jsonl
+        assert int(t.state.step) == 2  # one iteration, two PPO minibatches: two optimizer steps
+        assert m["eval_greedy/episodes"] == 2 and 0.0 <= m["eval_greedy/success_rate"] <= 1.0
     if method == "opd":  # privileged teacher on every row, no GRPO term
         assert m["rows/sdl_rows"] == m["rows/count"]
         assert m["loss/sdl_loss"] > 0.0

@@ -34,6 +34,7 @@ from skillsd_jax.envs.sokoban.room import (
     is_solved,
     parse_xsb,
     render_grid,
+    render_positions,
     to_xsb,
 )
 from skillsd_jax.envs.sokoban.solver import solve_state
@@ -57,6 +58,12 @@ Answer every turn with your reasoning and exactly one action, in this format:
 <think>your reasoning</think><action>up|down|left|right</action>"""
 
 
+# grid: verl-agent's text (rows of symbols, the legend every turn). cells: one symbol per token (cells
+# separated by spaces) and the positions as (row, column) pairs, the legend only in the instructions;
+# for small models whose tokenizer merges runs of cells ("#___##") and hides where things are.
+OBSERVATION_STYLES = ("grid", "cells")
+
+
 class SokobanEnv(Env):
     """Multi-turn text Sokoban; see the module docstring for seeds, splits and invalid actions."""
 
@@ -77,8 +84,12 @@ class SokobanEnv(Env):
         solver_max_states: int = 200_000,
         rewards: dynamics.Rewards = dynamics.Rewards(),
         distance_shaping: float = 0.0,
+        observation_style: str = "grid",
     ):
         super().__init__(invalid_action_penalty)
+        if observation_style not in OBSERVATION_STYLES:
+            raise ValueError(f"Sokoban observation_style must be one of {OBSERVATION_STYLES}, got {observation_style!r}")
+        self.observation_style = observation_style
         if split not in SPLIT_OFFSETS:
             raise ValueError(f"Sokoban split must be one of {sorted(SPLIT_OFFSETS)}, got {split!r}")
         if int(max_steps) < 1:
@@ -189,6 +200,9 @@ class SokobanEnv(Env):
     def observation(self) -> str:
         assert self.board is not None and self.state is not None
         on, n = boxes_on_target(self.board, self.state), len(self.board.targets)
+        if self.observation_style == "cells":
+            return (f"{render_grid(self.board, self.state, ' ')}\n{render_positions(self.board, self.state)}\n"
+                    f"Boxes on targets: {on}/{n}.")
         return f"{render_grid(self.board, self.state)}\nLegend: {LEGEND}.\nBoxes on targets: {on}/{n}."
 
     def to_text(self) -> str:

@@ -94,10 +94,18 @@ def _draw(board: Board, state: State, symbols: str, exterior: str) -> list[str]:
     return rows
 
 
-def render_grid(board: Board, state: State) -> str:
-    """The observation grid, one row per line."""
+def render_grid(board: Board, state: State, separator: str = "") -> str:
+    """The observation grid, one row per line, cells joined by `separator`."""
     symbols = WALL + FLOOR + TARGET + BOX + BOX_ON_TARGET + PLAYER + PLAYER_ON_TARGET
-    return "\n".join(_draw(board, state, symbols, exterior=WALL))
+    return "\n".join(separator.join(row) for row in _draw(board, state, symbols, exterior=WALL))
+
+
+def render_positions(board: Board, state: State) -> str:
+    """Where the player, boxes and targets are, as (row, column) pairs counted from 0 at the top left."""
+    def cells(ps):
+        return " ".join(f"({r},{c})" for r, c in sorted(ps))
+
+    return f"Player {cells([state.player])}. Boxes {cells(state.boxes)}. Targets {cells(board.targets)}."
 
 
 def to_xsb(board: Board, state: State) -> str:

@@ -74,6 +74,13 @@ def most_repeated_failure(episodes: Sequence[Episode]) -> tuple[str, int] | None
     return (action, n) if n >= 2 else None
 
 
+def step_lines(moves: Sequence[str]) -> str:
+    """Moves as "Step 1: a" lines, one per move (no grouping of repeats), so that following the
+    workflow needs no counting of runs; with a `{step}` answer template
+    (`"<think>Step {step}: {action}.</think>..."`) the agent's own words match the workflow's lines."""
+    return "\n".join(f"Step {i + 1}: {m}" for i, m in enumerate(moves))
+
+
 def numbered(steps: Sequence[str], *, group_repeats: bool = False) -> str:
     """Steps as "1. a" lines; with `group_repeats`, consecutive equal steps become "a (k times)"."""
     runs: list[tuple[str, int]] = []

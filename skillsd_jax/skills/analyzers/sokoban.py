@@ -26,7 +26,7 @@ import logging
 from typing import Any, Callable, Sequence
 
 from skillsd_jax.agent.episode import Episode
-from skillsd_jax.skills.analyzers.common import Analysis, is_invalid, numbered
+from skillsd_jax.skills.analyzers.common import Analysis, is_invalid, numbered, step_lines
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SokobanAnalyzer:
             # The optimal length comes from the solver: only the oracle may quote it.
             success = (f"{len(wins)}/{n} attempts solved the level. The shortest solution used {len(best.moves)} "
                        f"moves" + (f" (optimal: {optimal})." if optimal is not None and self.privileged else "."))
-            workflow = f"Solve it in {len(best.moves)} moves:\n" + numbered(best.moves, group_repeats=True)
+            workflow = f"Solve it in {len(best.moves)} moves:\n" + step_lines(best.moves)
             meta["workflow_source"] = f"episode:{episodes[min(wins)[1]].episode_id}"
         else:
             top = max(replays, key=lambda r: (r.boxes_on_target, -len(r.moves)))
@@ -225,7 +225,7 @@ class SokobanOracleAnalyzer(SokobanAnalyzer):
                     "never into a corner or along a wall that has no target.")
         if not plan:
             return "1. The level starts solved; no move is needed."
-        return f"Optimal plan ({len(plan)} moves):\n" + numbered(plan, group_repeats=True)
+        return f"Optimal plan ({len(plan)} moves):\n" + step_lines(plan)
 
     def _stuck(self, before: str, after: str, cache: dict[str, bool | None]) -> bool:
         return self._dead(before, cache) is False and bool(self._dead(after, cache))
