@@ -154,7 +154,7 @@ def update(step_fn: Callable, state: Any, batch: TrainBatch, *, minibatches: int
            ) -> tuple[Any, Any]:
     """`epochs` passes over the batch's rows in `minibatches` shuffled parts, one jitted step each
     (PPO-style: the old log-probs stay those of the rollout, so later steps are clipped against them);
-    returns the new state and the steps' mean (device) metrics. The default is one step on everything.
+    returns the new state and the steps' mean metrics (on the host). The default is one step on everything.
 
     `put` moves a (host) part onto the devices, e.g. with the batch shardings of a mesh."""
     put = put or (lambda b: b)
@@ -170,8 +170,10 @@ def update(step_fn: Callable, state: Any, batch: TrainBatch, *, minibatches: int
     for _ in range(epochs):
         for part in np.split(rng.permutation(n), minibatches):
             state, m = step_fn(state, put(jax.tree.map(lambda x: x[part], host)))
-            history.append(m)
-    return state, jax.tree.map(lambda *xs: sum(xs) / len(xs), *history)
+            # Fetched before the next step: combining the steps' metrics on the devices would put small
+            # programs between two collective ones, which can deadlock XLA:CPU's host-device rendezvous.
+            history.append(jax.device_get(m))
+    return state, jax.tree.map(lambda *xs: float(np.mean(xs)), *history)
 
 
 # ---------------------------------------------------------------------------------------- 6. summarize
