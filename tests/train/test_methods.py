@@ -86,9 +86,9 @@ def run_recorded(monkeypatch, tmp_path, micro_dir, method: Method, iterations: i
         rec.batches.append(batch)
         return batch, m
 
-    def update(step_fn, state, batch):
+    def update(step_fn, state, batch, **kw):
         rec.states_before.append(_host(state))
-        return real_update(step_fn, state, batch)
+        return real_update(step_fn, state, batch, **kw)
 
     monkeypatch.setattr(steps, "rollout", rollout)
     monkeypatch.setattr(steps, "make_batch", make_batch)
