@@ -163,7 +163,7 @@ def update(step_fn: Callable, state: Any, batch: TrainBatch, *, minibatches: int
     n = int(np.shape(batch.input_ids)[0])
     if n % minibatches:
         raise ValueError(f"{n} rows do not split into {minibatches} minibatches (rows are padded to a multiple "
-                         "of micro_batches x data-parallel size x update.minibatches)")
+                         "of micro_batches x data-parallel size x ppo.minibatches)")
     rng = rng if rng is not None else np.random.default_rng(0)
     host = jax.tree.map(np.asarray, batch)
     history = []

@@ -107,7 +107,7 @@ class Trainer:
             self.greedy_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.eval_rollout.pool, self.prompts,
                                                      c.env.name, self.env_max_turns,
                                                      dataclasses.replace(self.eval_rollout.config, temperature=0.0))
-        # Acting with the selected skill vs without, on training tasks that have one (same greedy decoding).
+        # Acting with the selected skill vs without, on training tasks that have one (the evaluation's decoding).
         self.skill_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.train_pool, self.prompts,
                                                 c.env.name, self.env_max_turns,
                                                 builders.eval_rollout_config(c, self.rollout_config))
@@ -261,7 +261,8 @@ class Trainer:
                         self.method.name, self._no_teacher_rows)
 
     def evaluate(self) -> dict[str, Any]:
-        """Held-out success (one greedy episode per test task) with its 95% Wilson interval, and, for
+        """Held-out success (one episode per test task at `eval.temperature`, and the greedy policy's too
+        with `eval.greedy_too`) with its 95% Wilson interval, and, for
         methods with skills, the policy on training tasks with a skill: acting plain vs with the skill."""
         out = evaluate_policy(self.eval_rollout, self.state.params, self.eval_seeds)
         if self.greedy_eval_rollout is not None:
