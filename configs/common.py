@@ -126,6 +126,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.warmstart.rows_per_step = 16
     c.warmstart.learning_rate = 1e-3
     c.warmstart.warmup_steps = 10
+    c.warmstart.length_buckets = 3  # rows grouped by length; a step is as wide as its group (one compile each)
     c.warmstart.answer_template = "<think>Next: {action}.</think><action>{action}</action>"
     # Demonstrations carrying a skill block in the teacher's format (train/skill_demos.py), so that a
     # model trained from scratch learns to read skills: workflow it follows / advice only / another level's.

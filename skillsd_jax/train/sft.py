@@ -36,6 +36,9 @@ class SFTConfig:
     rows_per_step: int = 16
     learning_rate: float = 1e-3
     warmup_steps: int = 10
+    # Rows are grouped by length into this many buckets (quantiles) and each step draws from one, so a
+    # step is as wide as its own bucket, not the longest demonstration (one compile per bucket).
+    length_buckets: int = 3
     # `{action}` and optionally `{step}` (the 1-based turn number)
     answer_template: str = "<think>Next: {action}.</think><action>{action}</action>"
 
@@ -67,6 +70,21 @@ def demonstration(env: Env, seed: int, prompts: PromptBuilder, tokenizer: Any, l
         if done:
             break
     return ep
+
+
+def length_buckets(lengths: np.ndarray, buckets: int, quantum: int) -> list[tuple[int, np.ndarray]]:
+    """Splits rows into at most `buckets` groups of similar length (by quantile); returns
+    (width, row indices) per group, width being the group's longest row rounded up to `quantum`."""
+    lengths = np.asarray(lengths)
+    if buckets < 1:
+        raise ValueError(f"warmstart.length_buckets must be >= 1, got {buckets}")
+    order = np.argsort(lengths, kind="stable")
+    by_width: dict[int, list[np.ndarray]] = {}
+    for part in np.array_split(order, min(buckets, len(order))):
+        if len(part):
+            width = int(-(-int(lengths[part].max()) // quantum) * quantum)
+            by_width.setdefault(width, []).append(part)
+    return [(w, np.sort(np.concatenate(parts))) for w, parts in sorted(by_width.items())]
 
 
 def sft_loss(params: Any, graphdef: Any, ids: jax.Array, attention_mask: jax.Array, loss_mask: jax.Array, chunk: int):
@@ -117,13 +135,18 @@ def warm_start(params: Any, graphdef: Any, env_fn: Callable[[], Env], prompts: P
     opt_state = tx.init(params)
     step = make_sft_step(graphdef, tx)
     rng = np.random.default_rng(seed)
+    buckets = length_buckets(rows.attention_mask[:n].sum(1), config.length_buckets, length_quantum)
+    # a bucket is drawn in proportion to its size, so every row is as likely to be seen as without buckets
+    bucket_p = np.array([len(idx) for _, idx in buckets], dtype=np.float64) / n
     history = []
     from tqdm import tqdm
 
     for i in tqdm(range(config.steps), desc="SFT warm-up on demonstrations", disable=not progress):
-        idx = rng.choice(n, size=min(config.rows_per_step, n), replace=n < config.rows_per_step)
-        params, opt_state, m = step(params, opt_state, rows.input_ids[idx], rows.attention_mask[idx],
-                                    rows.loss_mask[idx])
+        width, members = buckets[rng.choice(len(buckets), p=bucket_p)]
+        k = len(members)
+        idx = members[rng.choice(k, size=config.rows_per_step, replace=k < config.rows_per_step)]  # fixed shape
+        params, opt_state, m = step(params, opt_state, rows.input_ids[idx, :width],
+                                    rows.attention_mask[idx, :width], rows.loss_mask[idx, :width])
         if (i + 1) % 10 == 0 or i + 1 == config.steps:
             history.append({"sft/step": i + 1, **{k: float(v) for k, v in jax.device_get(m).items()}})
     log.info("SFT warm-up: %d demonstrations (%.0f%% won), %d rows, final %s", len(demos), 100 * won, n,

@@ -1,5 +1,6 @@
 """Cold-start skill blocks: written by the faithful summarizer, in the teacher's format, matching or not."""
 
+import numpy as np
 import pytest
 
 from skillsd_jax.agent import PromptBuilder
@@ -41,3 +42,23 @@ def test_demo_guidance_kinds():
 def test_bad_mix():
     with pytest.raises(ValueError, match="sum"):
         SkillDemoMix(match=0.8, advice=0.3)
+
+
+def test_length_buckets_cover_every_row_once_at_a_width_that_fits_it():
+    from skillsd_jax.train.sft import length_buckets
+
+    lengths = np.array([300, 40, 700, 650, 64, 65, 1000, 128, 129, 500])
+    buckets = length_buckets(lengths, 3, 64)
+    rows = np.concatenate([idx for _, idx in buckets])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every row, once
+    widths = [w for w, _ in buckets]
+    assert widths == sorted(widths) and all(w % 64 == 0 for w in widths)
+    for width, idx in buckets:
+        assert lengths[idx].max() <= width < lengths[idx].max() + 64  # fits, and no wider than it needs
+    assert widths[0] < 1024  # short rows are not padded to the longest row
+    [(width, idx)] = length_buckets(lengths, 1, 64)
+    assert width == 1024 and idx.tolist() == list(range(len(lengths)))
+    # buckets that round to the same width merge
+    assert len(length_buckets(np.array([10, 20, 30, 40]), 4, 64)) == 1
+    with pytest.raises(ValueError, match="length_buckets"):
+        length_buckets(lengths, 0, 64)
