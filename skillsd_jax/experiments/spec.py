@@ -52,6 +52,7 @@ def _sokoban_cpu():
     c.budget_env_steps = 12_000  # ~30 iterations of 8 tasks x 4 episodes
     c.eval.every = 15  # a middle point of the curves
     c.eval.at_start = False  # the cold start is evaluated once per seed
+    c.eval.greedy_too = False  # methods are ranked by the sampled policy RL trains; greedy would double eval time
     c.checkpoint.every = 10
     c.progress_bar = True
     return c
