@@ -23,3 +23,19 @@ def test_quick_experiment_writes_results_and_skips_finished_runs(tmp_path, monke
     before = os.path.getmtime(result)
     assert main(args + ["--no-report"]) == 0
     assert os.path.getmtime(result) == before
+    # --report-only rebuilds the files from the finished runs without running anything.
+    (docs / "results" / "quick.json").unlink()
+    assert main(["quick", "--out", str(out), "--docs", str(docs), "--report-only", "--methods", "grpo"]) == 0
+    partial = json.loads((docs / "results" / "quick.json").read_text())
+    assert set(partial["methods"]) == {"grpo"} and partial["methods"]["grpo"] == summary["methods"]["grpo"]
+    assert partial["run_commits"] == summary["run_commits"] != ["unknown"]
+    assert os.path.getmtime(result) == before
+
+
+def test_report_only_without_finished_runs_is_a_clear_error(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["quick", "--out", str(tmp_path / "none"), "--docs", str(tmp_path / "docs"), "--report-only"])
+    assert "no finished runs of quick" in capsys.readouterr().err
+    assert not (tmp_path / "docs").exists()

@@ -1,7 +1,8 @@
 """`python -m skillsd_jax.experiments sokoban_cpu [--seeds 0 1 2] [--methods grpo skill_sd] [--out DIR]`
 
 Runs (or resumes) every method x seed of the experiment, then writes `docs/results/<name>.json`,
-`docs/results/<name>.png` and the experiment's block in `docs/results.md`.
+`docs/results/<name>.png` and the experiment's block in `docs/results.md`. `--report-only` writes
+them from the runs that have finished so far, running nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())  # configs/ lives at the repository root
     from skillsd_jax.experiments import get_experiment, run_experiment
     from skillsd_jax.experiments.report import aggregate, curves_png, markdown_table, update_results_page
-    from skillsd_jax.experiments.runner import cold_start
+    from skillsd_jax.experiments.runner import cold_start, finished_results
 
     p = argparse.ArgumentParser(prog="python -m skillsd_jax.experiments", description=__doc__.split("\n")[0])
     p.add_argument("experiment", help="experiment name (sokoban_cpu, quick)")
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="run directory (default runs/experiments/<name>)")
     p.add_argument("--docs", default="docs", help="where results.md and results/<name>.{json,png} go")
     p.add_argument("--no-report", action="store_true", help="run only; do not write the results files")
+    p.add_argument("--report-only", action="store_true", help="write the results files from the finished runs only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -33,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     out = args.out or os.path.join("runs", "experiments", exp.name)
-    results = run_experiment(exp, out, methods=args.methods, seeds=args.seeds)
+    if args.report_only and args.no_report:
+        p.error("--report-only and --no-report exclude each other")
+    if args.report_only:
+        results = finished_results(exp, out, methods=args.methods, seeds=args.seeds)
+        if not results:
+            p.error(f"no finished runs of {exp.name} under {out}")
+    else:
+        results = run_experiment(exp, out, methods=args.methods, seeds=args.seeds)
     if args.no_report:
         return 0
     cold = {s: cold_start(exp, s, out)[1] for s in sorted({r["seed"] for r in results})}

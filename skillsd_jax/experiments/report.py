@@ -44,6 +44,7 @@ def aggregate(exp: Experiment, results: Sequence[dict[str, Any]], cold: dict[int
     config = exp.config(exp.methods[0], 0)
     return {
         "experiment": exp.name, "description": exp.description, "commit": git_commit(),
+        "run_commits": sorted({r.get("commit", "unknown") for r in results}),  # a sweep may span several
         "budget": {"env_steps_per_run": int(config.budget_env_steps), "max_iterations": int(config.num_iterations),
                    "test_levels": int(config.eval.num_tasks)},
         "cold_start": {"mean": mean_interval(cold_values)[0] if cold_values else None,

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from skillsd_jax.experiments.report import git_commit
 from skillsd_jax.experiments.spec import Experiment
 from skillsd_jax.train.loop import Trainer
 
@@ -90,12 +91,26 @@ def run_one(exp: Experiment, method: str, seed: int, out_dir: str, cold_npz: str
         env_steps, iterations = trainer.env_steps, trainer.iteration
     finally:
         trainer.close()
-    record = {"method": method, "seed": seed, "success": final.get("eval/success_rate"),
+    record = {"method": method, "seed": seed, "commit": git_commit(), "success": final.get("eval/success_rate"),
               "ci95": [final.get("eval/success_ci95_lo"), final.get("eval/success_ci95_hi")],
               "episodes": final.get("eval/episodes"), "env_steps": env_steps, "iterations": iterations,
               "wall_s": time.perf_counter() - t0, "eval": {k: v for k, v in final.items() if k.startswith("eval")}}
     _write_json(result_path, record)
     return record
+
+
+def finished_results(exp: Experiment, out_dir: str, *, methods: Sequence[str] | None = None,
+                     seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The result records of the runs of `exp` that have finished (nothing is run): a report of a
+    sweep still under way."""
+    records = []
+    for seed in (seeds if seeds is not None else exp.seeds):
+        for method in (methods or exp.methods):
+            path = os.path.join(out_dir, "runs", method, f"seed{seed}", "result.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    records.append(json.load(f))
+    return records
 
 
 def run_experiment(exp: Experiment, out_dir: str, *, methods: Sequence[str] | None = None,
