@@ -18,6 +18,9 @@ def test_quick_experiment_writes_results_and_skips_finished_runs(tmp_path, monke
     assert summary["paired"]["seeds"] == [0] and summary["commit"]
     page = (docs / "results.md").read_text()
     assert "| grpo |" in page and "quick.png" in page and (docs / "results" / "quick.png").exists()
+    sampled = summary["config"]["eval"]["temperature"] > 0  # the page names how episodes were evaluated
+    assert ("sampled at T=" in page) == sampled and ("one greedy episode each" in page) == (not sampled)
+    assert f"runs made at `{summary['run_commits'][0][:10]}`" in page
     # A second invocation skips the finished runs (their result files stay as they were).
     result = out / "runs" / "grpo" / "seed0" / "result.json"
     before = os.path.getmtime(result)
@@ -39,3 +42,32 @@ def test_report_only_without_finished_runs_is_a_clear_error(tmp_path, capsys):
         main(["quick", "--out", str(tmp_path / "none"), "--docs", str(tmp_path / "docs"), "--report-only"])
     assert "no finished runs of quick" in capsys.readouterr().err
     assert not (tmp_path / "docs").exists()
+
+
+def test_curve_points_use_finished_runs_and_place_the_final_evaluation_at_its_steps(tmp_path):
+    from skillsd_jax.experiments import get_experiment
+    from skillsd_jax.experiments.report import curve_points
+
+    exp = get_experiment("quick")
+
+    def run(method, seed, records, finished, root=tmp_path):
+        d = root / "runs" / method / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        if finished:
+            (d / "result.json").write_text("{}")
+
+    run("grpo", 0, [{"iteration": 1, "progress/env_steps": 50.0, "eval/success_rate": 0.25},
+            {"iteration": 2, "progress/env_steps": 100.0},
+            {"iteration": 2, "eval/success_rate": 0.5}], finished=True)  # the final evaluation: no step count
+    run("skill_sd", 0, [{"iteration": 1, "progress/env_steps": 60.0, "eval/success_rate": 0.0}], finished=False)
+    assert curve_points(exp, str(tmp_path), "grpo") == [[(50.0, 0.25)], [(100.0, 0.5)]]
+    # sokoban_cpu evaluates every 15 iterations: a final evaluation one iteration after the one at 30
+    # replaces it (the same stage of training), one at 15 does not
+    sok = get_experiment("sokoban_cpu")
+    run("grpo", 1, root=tmp_path / "sok", records=[{"iteration": 15, "progress/env_steps": 6000.0, "eval/success_rate": 0.2},
+                    {"iteration": 30, "progress/env_steps": 11900.0, "eval/success_rate": 0.3},
+                    {"iteration": 31, "progress/env_steps": 12300.0},
+                    {"iteration": 31, "eval/success_rate": 0.4}], finished=True)
+    assert curve_points(sok, str(tmp_path / "sok"), "grpo") == [[(6000.0, 0.2)], [(12300.0, 0.4)]]
+    assert curve_points(exp, str(tmp_path), "skill_sd") == []

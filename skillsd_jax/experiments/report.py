@@ -67,6 +67,35 @@ def paired(results: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] 
             "t_quantile": t_quantile_975(len(seeds) - 1) if len(seeds) > 1 else None}
 
 
+def curve_points(exp: Experiment, out_dir: str, method: str) -> list[list[tuple[float, float]]]:
+    """Per evaluation index, the (environment steps, held-out success) of each finished seed's run."""
+    points: dict[int, list[tuple[float, float]]] = {}
+    for seed in exp.seeds:
+        run_dir = os.path.join(out_dir, "runs", method, f"seed{seed}")
+        if not os.path.exists(os.path.join(run_dir, "result.json")):
+            continue  # finished runs only: a run under way would draw a partial curve
+        records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        # The final evaluation's record may lack the step count: take its iteration's.
+        steps_at = {r.get("iteration"): r["progress/env_steps"] for r in records if "progress/env_steps" in r}
+        every = exp.config(method, seed).eval.every
+        evals: list[tuple[float, float]] = []
+        last_it = None
+        for r in records:
+            if "eval/success_rate" not in r or r.get("iteration", 0) <= 0:
+                continue
+            pt = (r.get("progress/env_steps", steps_at.get(r.get("iteration"), 0.0)), r["eval/success_rate"])
+            # The final evaluation a few iterations past a periodic one (the budget ended the run) takes
+            # its place, so the k-th point of every seed is the same stage of training.
+            if evals and every > 0 and r["iteration"] - last_it < every / 2:
+                evals[-1] = pt
+            else:
+                evals.append(pt)
+            last_it = r["iteration"]
+        for k, pt in enumerate(evals):
+            points.setdefault(k, []).append(pt)
+    return [pts for _, pts in sorted(points.items())]
+
+
 def curves_png(exp: Experiment, out_dir: str, cold: dict[int, dict[str, Any]], png: str) -> str:
     """Held-out success vs environment steps, mean over seeds per method (cold start at 0 steps)."""
     import matplotlib
@@ -77,24 +106,17 @@ def curves_png(exp: Experiment, out_dir: str, cold: dict[int, dict[str, Any]], p
     fig, ax = plt.subplots(figsize=(8, 5))
     start = [c["eval"]["eval/success_rate"] for c in cold.values()]
     for method in exp.methods:
-        points: dict[int, list[tuple[float, float]]] = {}
-        for seed in exp.seeds:
-            path = os.path.join(out_dir, "runs", method, f"seed{seed}", "metrics.jsonl")
-            if not os.path.exists(path):
-                continue
-            evals = [(r.get("progress/env_steps", 0.0), r["eval/success_rate"]) for r in read_metrics(path)
-                     if "eval/success_rate" in r and r.get("iteration", 0) > 0]
-            for k, pt in enumerate(evals):
-                points.setdefault(k, []).append(pt)
+        points = curve_points(exp, out_dir, method)
         if not points:
             continue
-        xs = [0.0] + [sum(p[0] for p in pts) / len(pts) for _, pts in sorted(points.items())]
-        ys = [sum(start) / len(start)] + [sum(p[1] for p in pts) / len(pts) for _, pts in sorted(points.items())]
+        xs = [0.0] + [sum(p[0] for p in pts) / len(pts) for pts in points]
+        ys = [sum(start) / len(start)] + [sum(p[1] for p in pts) / len(pts) for pts in points]
+        seeds = max(len(pts) for pts in points)
         ax.plot(xs, ys, marker="o", linestyle="--" if method in PRIVILEGED else "-",
-                label=method + (" (privileged)" if method in PRIVILEGED else ""))
+                label=method + (" (privileged)" if method in PRIVILEGED else "") + f", {seeds} seed(s)")
     ax.set_xlabel("environment steps (training rollouts)")
     ax.set_ylabel(f"held-out success ({exp.config(exp.methods[0], 0).eval.num_tasks} test levels)")
-    ax.set_title(f"{exp.name}: mean over seeds {list(exp.seeds)}")
+    ax.set_title(f"{exp.name}: mean over the finished seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -105,9 +127,13 @@ def curves_png(exp: Experiment, out_dir: str, cold: dict[int, dict[str, Any]], p
 
 
 def markdown_table(summary: dict[str, Any], png_rel: str, command: str) -> str:
-    lines = [f"Experiment `{summary['experiment']}` ({summary['description']}), commit `{summary['commit'][:10]}`; "
+    temperature = float(summary["config"].get("eval", {}).get("temperature", 0.0))
+    episode = f"one episode each, sampled at T={temperature:g}" if temperature > 0 else "one greedy episode each"
+    runs_on = ", ".join(f"`{c[:10]}`" for c in summary.get("run_commits", []))
+    lines = [f"Experiment `{summary['experiment']}` ({summary['description']}), report written at commit "
+             f"`{summary['commit'][:10]}`, runs made at {runs_on or 'unrecorded commits'}; "
              f"budget {summary['budget']['env_steps_per_run']} environment steps per run, "
-             f"{summary['budget']['test_levels']} held-out test levels (one greedy episode each).",
+             f"{summary['budget']['test_levels']} held-out test levels ({episode}).",
              "", f"Command: `{command}`", "",
              "| method | success mean ± std | 95% CI (seeds) | seeds | per seed | wall time per run (s) |",
              "|---|---|---|---|---|---|"]

@@ -390,7 +390,7 @@ class Trainer:
                 last = metrics
             if c.eval.at_end and self.eval_rollout is not None and "eval/success_rate" not in last:
                 final = self.evaluate()
-                self.metrics.write(self.iteration, final)
+                self.metrics.write(self.iteration, {**final, "progress/env_steps": float(self.env_steps)})
                 bar.write(format_line(self.iteration, final, ("eval/success_rate", "eval/return_mean")))
                 last.update(final)
             if c.checkpoint.every > 0 and self.iteration not in self.checkpointer.steps() and total > 0:
