@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     update_results_page(os.path.join(args.docs, "results.md"), exp.name,
                         markdown_table(summary, os.path.relpath(png, args.docs), command))
     for method, m in summary["methods"].items():
-        print(f"{method:20s} {m['mean']:.3f} ± {m['std']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]  "
-              f"({m['seeds']} seeds)")
+        spread = f"± {m['std']:.3f}  95% CI [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m["ci95"] else "(no spread)"
+        print(f"{method:20s} {m['mean']:.3f} {spread}  ({m['seeds']} seeds)")
     return 0
 
 

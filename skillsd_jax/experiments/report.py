@@ -35,7 +35,9 @@ def aggregate(exp: Experiment, results: Sequence[dict[str, Any]], cold: dict[int
             continue
         values = [float(r["success"]) for r in runs]
         mean, std, ci = mean_interval(values)
-        methods[method] = {"mean": mean, "std": std, "seeds": len(runs), "ci95": list(ci),
+        if len(values) < 2:  # one seed has no spread: report none rather than a zero-width interval
+            std, ci = None, None
+        methods[method] = {"mean": mean, "std": std, "seeds": len(runs), "ci95": list(ci) if ci else None,
                            "per_seed": [{"seed": r["seed"], "success": r["success"], "ci95": r["ci95"],
                                          "env_steps": r["env_steps"], "iterations": r["iterations"],
                                          "wall_s": r["wall_s"]} for r in runs],
@@ -63,7 +65,9 @@ def paired(results: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] 
         return None
     diffs = [by[(a, s)] - by[(b, s)] for s in seeds]
     mean, std, ci = mean_interval(diffs)
-    return {"a": a, "b": b, "seeds": seeds, "diffs": diffs, "mean": mean, "std": std, "ci95": list(ci),
+    if len(diffs) < 2:
+        std, ci = None, None
+    return {"a": a, "b": b, "seeds": seeds, "diffs": diffs, "mean": mean, "std": std, "ci95": list(ci) if ci else None,
             "t_quantile": t_quantile_975(len(seeds) - 1) if len(seeds) > 1 else None}
 
 
@@ -145,12 +149,14 @@ def markdown_table(summary: dict[str, Any], png_rel: str, command: str) -> str:
         label = method + (" *(privileged)*" if m["privileged"] else "")
         per = ", ".join(f"{p['success']:.3f}" for p in m["per_seed"])
         wall = ", ".join(f"{p['wall_s']:.0f}" for p in m["per_seed"])
-        lines.append(f"| {label} | {m['mean']:.3f} ± {m['std']:.3f} | [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | "
-                     f"{m['seeds']} | {per} | {wall} |")
+        spread = (f"{m['mean']:.3f} ± {m['std']:.3f} | [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m["ci95"]
+                  else f"{m['mean']:.3f} | n/a (one seed)")
+        lines.append(f"| {label} | {spread} | {m['seeds']} | {per} | {wall} |")
     p = summary.get("paired")
     if p:
         lines += ["", f"Paired by seed, `{p['a']} - {p['b']}`: " + ", ".join(f"{d:+.3f}" for d in p["diffs"])
-                  + f"; mean {p['mean']:+.3f}, 95% CI [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]."]
+                  + f"; mean {p['mean']:+.3f}"
+                  + (f", 95% CI [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]." if p["ci95"] else " (one seed).")]
     lines += ["", f"![held-out success vs environment steps]({png_rel})"]
     return "\n".join(lines)
 
