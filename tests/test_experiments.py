@@ -27,6 +27,13 @@ def test_quick_experiment_writes_results_and_skips_finished_runs(tmp_path, monke
     before = os.path.getmtime(result)
     assert main(args + ["--no-report"]) == 0
     assert os.path.getmtime(result) == before
+    # Cold-start parameters without their evaluation are evaluated again, not warmed up again.
+    cold_json, cold_npz = out / "cold_start" / "seed0.json", out / "cold_start" / "seed0.npz"
+    cold_eval, npz_time = json.loads(cold_json.read_text())["eval"], os.path.getmtime(cold_npz)
+    cold_json.unlink()
+    assert main(args + ["--no-report"]) == 0
+    assert os.path.getmtime(cold_npz) == npz_time
+    assert json.loads(cold_json.read_text())["eval"]["eval/success_rate"] == cold_eval["eval/success_rate"]
     # --report-only rebuilds the files from the finished runs without running anything.
     (docs / "results" / "quick.json").unlink()
     assert main(["quick", "--out", str(out), "--docs", str(docs), "--report-only", "--methods", "grpo"]) == 0
@@ -72,3 +79,22 @@ def test_curve_points_use_finished_runs_and_place_the_final_evaluation_at_its_st
                     {"iteration": 31, "eval/success_rate": 0.4}], finished=True)
     assert curve_points(sok, str(tmp_path / "sok"), "grpo") == [[(6000.0, 0.2)], [(12300.0, 0.4)]]
     assert curve_points(exp, str(tmp_path), "skill_sd") == []
+
+
+def test_validation_experiment_plays_the_val_split_and_varies_skill_sd_settings():
+    from skillsd_jax.experiments import get_experiment
+    from skillsd_jax.experiments.report import markdown_table
+
+    val, test = get_experiment("sokoban_cpu_val"), get_experiment("sokoban_cpu")
+    assert val.config("grpo", 0).env.eval_kwargs.split == "val"
+    assert test.config("grpo", 0).env.eval_kwargs.split == "test"
+    base = val.config("skill_sd", 0)
+    assert val.config("skill_sd_lambda10", 0).loss.sdl_coef == 10.0 != base.loss.sdl_coef
+    assert val.config("skill_sd_sync10", 0).teacher_sync.every == 10 != base.teacher_sync.every
+    assert val.config("skill_sd_sync10", 0).method == "skill_sd"
+    # The same budget as the test experiment: settings chosen here carry over.
+    assert val.config("grpo", 0).budget_env_steps == test.config("grpo", 0).budget_env_steps
+    summary = {"experiment": val.name, "description": val.description, "commit": "abc", "run_commits": ["abc"],
+               "config": {"eval": {"temperature": 1.0}}, "cold_start": {"mean": None},
+               "budget": {"env_steps_per_run": 10, "test_levels": 256, "eval_split": "val"}, "methods": {}}
+    assert "256 held-out val levels" in markdown_table(summary, "x.png", "cmd")

@@ -12,7 +12,7 @@ import os
 import subprocess
 from typing import Any, Sequence
 
-from skillsd_jax.experiments.spec import PRIVILEGED, Experiment
+from skillsd_jax.experiments.spec import PRIVILEGED, RESULT_FILE, Experiment, run_dir
 from skillsd_jax.train.metrics import read_metrics
 from skillsd_jax.train.stats import mean_interval, t_quantile_975
 
@@ -25,6 +25,11 @@ def git_commit() -> str:
                               cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _eval_split(config: Any) -> str:
+    """The split the held-out evaluation plays (`test`, or `val` where settings are chosen)."""
+    return str(config.env.eval_kwargs.get("split", "test"))
 
 
 def aggregate(exp: Experiment, results: Sequence[dict[str, Any]], cold: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -48,7 +53,7 @@ def aggregate(exp: Experiment, results: Sequence[dict[str, Any]], cold: dict[int
         "experiment": exp.name, "description": exp.description, "commit": git_commit(),
         "run_commits": sorted({r.get("commit", "unknown") for r in results}),  # a sweep may span several
         "budget": {"env_steps_per_run": int(config.budget_env_steps), "max_iterations": int(config.num_iterations),
-                   "test_levels": int(config.eval.num_tasks)},
+                   "test_levels": int(config.eval.num_tasks), "eval_split": _eval_split(config)},
         "cold_start": {"mean": mean_interval(cold_values)[0] if cold_values else None,
                        "per_seed": {str(k): v["eval"]["eval/success_rate"] for k, v in sorted(cold.items())}},
         "config": json.loads(config.to_json_best_effort()),
@@ -75,10 +80,10 @@ def curve_points(exp: Experiment, out_dir: str, method: str) -> list[list[tuple[
     """Per evaluation index, the (environment steps, held-out success) of each finished seed's run."""
     points: dict[int, list[tuple[float, float]]] = {}
     for seed in exp.seeds:
-        run_dir = os.path.join(out_dir, "runs", method, f"seed{seed}")
-        if not os.path.exists(os.path.join(run_dir, "result.json")):
+        workdir = run_dir(out_dir, method, seed)
+        if not os.path.exists(os.path.join(workdir, RESULT_FILE)):
             continue  # finished runs only: a run under way would draw a partial curve
-        records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
         # The final evaluation's record may lack the step count: take its iteration's.
         steps_at = {r.get("iteration"): r["progress/env_steps"] for r in records if "progress/env_steps" in r}
         every = exp.config(method, seed).eval.every
@@ -119,7 +124,8 @@ def curves_png(exp: Experiment, out_dir: str, cold: dict[int, dict[str, Any]], p
         ax.plot(xs, ys, marker="o", linestyle="--" if method in PRIVILEGED else "-",
                 label=method + (" (privileged)" if method in PRIVILEGED else "") + f", {seeds} seed(s)")
     ax.set_xlabel("environment steps (training rollouts)")
-    ax.set_ylabel(f"held-out success ({exp.config(exp.methods[0], 0).eval.num_tasks} test levels)")
+    config = exp.config(exp.methods[0], 0)
+    ax.set_ylabel(f"held-out success ({config.eval.num_tasks} {_eval_split(config)} levels)")
     ax.set_title(f"{exp.name}: mean over the finished seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -137,7 +143,8 @@ def markdown_table(summary: dict[str, Any], png_rel: str, command: str) -> str:
     lines = [f"Experiment `{summary['experiment']}` ({summary['description']}), report written at commit "
              f"`{summary['commit'][:10]}`, runs made at {runs_on or 'unrecorded commits'}; "
              f"budget {summary['budget']['env_steps_per_run']} environment steps per run, "
-             f"{summary['budget']['test_levels']} held-out test levels ({episode}).",
+             f"{summary['budget']['test_levels']} held-out {summary['budget'].get('eval_split', 'test')} levels "
+             f"({episode}).",
              "", f"Command: `{command}`", "",
              "| method | success mean ± std | 95% CI (seeds) | seeds | per seed | wall time per run (s) |",
              "|---|---|---|---|---|---|"]

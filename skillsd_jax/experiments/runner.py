@@ -2,7 +2,8 @@
 
 Layout under `out_dir`:
   cold_start/seed<k>.npz   the warmed-up parameters every method of seed k starts from
-  cold_start/seed<k>.json  their held-out evaluation (the curves' first point)
+  cold_start/seed<k>.json  their held-out evaluation (the curves' first point; parameters without it are
+                           evaluated, not warmed up again)
   runs/<method>/seed<k>/   each run's workdir (checkpoints, metrics.jsonl, skills); `result.json` is
                            written when the run's final evaluation ends, and a run with one is skipped.
 Interrupted runs resume from their latest checkpoint; the sweep can be spread over several sittings.
@@ -20,7 +21,7 @@ import jax
 import numpy as np
 
 from skillsd_jax.experiments.report import git_commit
-from skillsd_jax.experiments.spec import Experiment
+from skillsd_jax.experiments.spec import RESULT_FILE, Experiment, run_dir
 from skillsd_jax.train.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,11 @@ def cold_start(exp: Experiment, seed: int, out_dir: str) -> tuple[str, dict[str,
     t0 = time.perf_counter()
     trainer = Trainer(cfg, workdir=os.path.join(out_dir, "cold_start", f"seed{seed}_work"))
     try:
-        trainer.warm_start()
-        _save_params(npz, trainer.state.params)
+        if os.path.exists(npz):  # warmed up before (or copied from an experiment with the same warm-up)
+            trainer.start_from(_load_params(npz, trainer.state.params))
+        else:
+            trainer.warm_start()
+            _save_params(npz, trainer.state.params)
         evaluation = trainer.evaluate()
     finally:
         trainer.close()
@@ -74,8 +78,8 @@ def cold_start(exp: Experiment, seed: int, out_dir: str) -> tuple[str, dict[str,
 
 def run_one(exp: Experiment, method: str, seed: int, out_dir: str, cold_npz: str) -> dict[str, Any]:
     """One method x seed from the shared cold start; its result record (skipped if already written)."""
-    workdir = os.path.join(out_dir, "runs", method, f"seed{seed}")
-    result_path = os.path.join(workdir, "result.json")
+    workdir = run_dir(out_dir, method, seed)
+    result_path = os.path.join(workdir, RESULT_FILE)
     if os.path.exists(result_path):
         with open(result_path) as f:
             return json.load(f)
@@ -106,7 +110,7 @@ def finished_results(exp: Experiment, out_dir: str, *, methods: Sequence[str] | 
     records = []
     for seed in (seeds if seeds is not None else exp.seeds):
         for method in (methods or exp.methods):
-            path = os.path.join(out_dir, "runs", method, f"seed{seed}", "result.json")
+            path = os.path.join(run_dir(out_dir, method, seed), RESULT_FILE)
             if os.path.exists(path):
                 with open(path) as f:
                     records.append(json.load(f))

@@ -4,12 +4,16 @@
 every method gets the same cold start per seed, the same environment-step budget and the same
 held-out test levels. `skill_sd_oracle` is Skill-SD with the privileged `oracle` summarizer (solver
 plans): an upper bound that uses OPD-class information, labelled as such.
+`sokoban_cpu_val`: the same runs on the validation split (level seeds disjoint from train and test)
+with Skill-SD's lambda and teacher sync period varied: where its settings are chosen, never on the
+test levels.
 `quick`: one seed x two methods at a tiny budget (a smoke test of the whole pipeline).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 from configs.sokoban import get_config
@@ -25,8 +29,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "skill_sd_frozen": ("skill_sd_frozen", {}),
     "skill_sd_offpolicy": ("skill_sd_offpolicy", {}),
     "skill_sd_oracle": ("skill_sd", {"skills.backend": "oracle"}),
+    # Skill-SD settings the validation experiment varies (lambda, teacher sync period).
+    "skill_sd_lambda1": ("skill_sd", {"loss.sdl_coef": 1.0}),
+    "skill_sd_lambda10": ("skill_sd", {"loss.sdl_coef": 10.0}),
+    "skill_sd_sync10": ("skill_sd", {"teacher_sync.every": 10}),
 }
 PRIVILEGED = {"opd", "opsd_grpo", "skill_sd_oracle"}  # use the level's solution (labelled in reports)
+RESULT_FILE = "result.json"  # written in a run's directory when its final evaluation ends
+
+
+def run_dir(out_dir: str, method: str, seed: int) -> str:
+    """The workdir of one method x seed of an experiment (checkpoints, metrics.jsonl, skills, result)."""
+    return os.path.join(out_dir, "runs", method, f"seed{seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +72,13 @@ def _sokoban_cpu():
     return c
 
 
+def _sokoban_cpu_val():
+    c = _sokoban_cpu()
+    c.eval.num_tasks = 256  # validation levels
+    c.env.eval_kwargs.split = "val"
+    return c
+
+
 def _quick():
     c = get_config("smoke")
     c.warmstart.steps = 4
@@ -74,6 +95,9 @@ def _quick():
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("sokoban_cpu", tuple(VARIANTS), (0, 1, 2), _sokoban_cpu,
                "tiny model, Sokoban 6x6 / 1 box / 15 steps, 256 test levels"),
+    Experiment("sokoban_cpu_val", ("grpo", "skill_sd", "skill_sd_lambda1", "skill_sd_lambda10", "skill_sd_sync10"), (0,),
+               _sokoban_cpu_val,
+               "tiny model, Sokoban 6x6 / 1 box / 15 steps, Skill-SD settings on 256 validation levels"),
     Experiment("quick", ("grpo", "skill_sd"), (0,), _quick, "smoke: 1 seed x 2 methods, tiny budget"),
 ]}
 
