@@ -17,8 +17,10 @@ def test_quick_experiment_writes_results_and_skips_finished_runs(tmp_path, monke
         assert m["std"] is None and m["ci95"] is None  # one seed: no spread claimed
         assert m["per_seed"][0]["env_steps"] >= summary["budget"]["env_steps_per_run"]
     assert summary["paired"]["seeds"] == [0] and summary["paired"]["ci95"] is None and summary["commit"]
+    assert summary["paired_vs_grpo"] == {"skill_sd": summary["paired"]}  # every method but grpo, against grpo
     page = (docs / "results.md").read_text()
-    assert "| grpo |" in page and "n/a (one seed)" in page and "quick.png" in page and (docs / "results" / "quick.png").exists()
+    assert "| grpo |" in page and "n/a (one seed)" in page and f"{summary['paired']['mean']:+.3f} (one seed)" in page
+    assert "| grpo |" in page and "quick.png" in page and (docs / "results" / "quick.png").exists()
     sampled = summary["config"]["eval"]["temperature"] > 0  # the page names how episodes were evaluated
     assert ("sampled at T=" in page) == sampled and ("one greedy episode each" in page) == (not sampled)
     assert f"runs made at `{summary['run_commits'][0][:10]}`" in page

@@ -59,6 +59,8 @@ def aggregate(exp: Experiment, results: Sequence[dict[str, Any]], cold: dict[int
         "config": json.loads(config.to_json_best_effort()),
         "methods": methods,
         "paired": paired(results, "skill_sd", "grpo"),
+        # every method against GRPO, seed by seed (the same cold start and budget per seed)
+        "paired_vs_grpo": {m: paired(results, m, "grpo") for m in methods if m != "grpo" and "grpo" in methods},
     }
 
 
@@ -146,19 +148,21 @@ def markdown_table(summary: dict[str, Any], png_rel: str, command: str) -> str:
              f"{summary['budget']['test_levels']} held-out {summary['budget'].get('eval_split', 'test')} levels "
              f"({episode}).",
              "", f"Command: `{command}`", "",
-             "| method | success mean ± std | 95% CI (seeds) | seeds | per seed | wall time per run (s) |",
-             "|---|---|---|---|---|---|"]
+             "| method | success mean ± std | 95% CI (seeds) | seeds | per seed | minus grpo, paired by seed: mean [95% CI] "
+             "| wall time per run (s) |",
+             "|---|---|---|---|---|---|---|"]
     cold = summary["cold_start"]
     if cold["mean"] is not None:
         lines.append(f"| cold start (before RL) | {cold['mean']:.3f} | | {len(cold['per_seed'])} | "
-                     + ", ".join(f"{v:.3f}" for v in cold["per_seed"].values()) + " | |")
+                     + ", ".join(f"{v:.3f}" for v in cold["per_seed"].values()) + " | | |")
     for method, m in summary["methods"].items():
         label = method + (" *(privileged)*" if m["privileged"] else "")
         per = ", ".join(f"{p['success']:.3f}" for p in m["per_seed"])
         wall = ", ".join(f"{p['wall_s']:.0f}" for p in m["per_seed"])
         spread = (f"{m['mean']:.3f} ± {m['std']:.3f} | [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m["ci95"]
                   else f"{m['mean']:.3f} | n/a (one seed)")
-        lines.append(f"| {label} | {spread} | {m['seeds']} | {per} | {wall} |")
+        lines.append(f"| {label} | {spread} | {m['seeds']} | {per} | "
+                     f"{_paired_cell(summary.get('paired_vs_grpo', {}).get(method), method)} | {wall} |")
     p = summary.get("paired")
     if p:
         lines += ["", f"Paired by seed, `{p['a']} - {p['b']}`: " + ", ".join(f"{d:+.3f}" for d in p["diffs"])
@@ -166,6 +170,16 @@ def markdown_table(summary: dict[str, Any], png_rel: str, command: str) -> str:
                   + (f", 95% CI [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]." if p["ci95"] else " (one seed).")]
     lines += ["", f"![held-out success vs environment steps]({png_rel})"]
     return "\n".join(lines)
+
+
+def _paired_cell(p: dict[str, Any] | None, method: str) -> str:
+    if method == "grpo":
+        return "(the reference)"
+    if not p:
+        return ""
+    if not p["ci95"]:
+        return f"{p['mean']:+.3f} (one seed)"
+    return f"{p['mean']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]"
 
 
 def update_results_page(page: str, name: str, block: str) -> None:
