@@ -1,8 +1,10 @@
 """Aggregates an experiment's result records into the results JSON, a Markdown table and one figure.
 
 The JSON (`docs/results/<experiment>.json`) is only ever written here, from the runs' own records:
-`{"methods": {method: {"mean", "std", "seeds", "ci95", "per_seed"}}, "budget", "config", "commit", ...}`
-(success rate on the held-out test levels; `ci95` is the t-interval of the mean over seeds).
+`{"methods": {method: {"mean", "std", "seeds", "ci95", "per_seed"}}, "paired_vs_grpo": {method: {"diffs",
+"mean", "ci95", ...}}, "budget", "config", "commit", ...}` (success rate on the held-out levels of
+`budget.eval_split`; `ci95` is the t-interval of the mean over seeds, of the seed-by-seed differences
+for the paired entries).
 """
 
 from __future__ import annotations
