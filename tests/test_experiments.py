@@ -19,7 +19,7 @@ def test_quick_experiment_writes_results_and_skips_finished_runs(tmp_path, monke
     assert summary["paired"]["seeds"] == [0] and summary["paired"]["ci95"] is None and summary["commit"]
     assert summary["paired_vs_grpo"] == {"skill_sd": summary["paired"]}  # every method but grpo, against grpo
     page = (docs / "results.md").read_text()
-    assert "| grpo |" in page and "n/a (one seed)" in page and f"{summary['paired']['mean']:+.3f} (one seed)" in page
+    assert "n/a (one seed)" in page and f"{summary['paired']['mean']:+.3f} (one seed)" in page
     assert "| grpo |" in page and "quick.png" in page and (docs / "results" / "quick.png").exists()
     sampled = summary["config"]["eval"]["temperature"] > 0  # the page names how episodes were evaluated
     assert ("sampled at T=" in page) == sampled and ("one greedy episode each" in page) == (not sampled)
@@ -88,6 +88,7 @@ def test_validation_experiment_plays_the_val_split_and_varies_skill_sd_settings(
     from skillsd_jax.experiments.report import markdown_table
 
     val, test = get_experiment("sokoban_cpu_val"), get_experiment("sokoban_cpu")
+    assert not any("lambda" in m or "sync" in m for m in test.methods)  # the test sweep keeps its eight methods
     assert val.config("grpo", 0).env.eval_kwargs.split == "val"
     assert test.config("grpo", 0).env.eval_kwargs.split == "test"
     base = val.config("skill_sd", 0)

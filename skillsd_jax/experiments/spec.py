@@ -74,8 +74,7 @@ def _sokoban_cpu():
 
 def _sokoban_cpu_val():
     c = _sokoban_cpu()
-    c.eval.num_tasks = 256  # validation levels
-    c.env.eval_kwargs.split = "val"
+    c.env.eval_kwargs.split = "val"  # 256 validation levels
     return c
 
 
@@ -93,7 +92,8 @@ def _quick():
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
-    Experiment("sokoban_cpu", tuple(VARIANTS), (0, 1, 2), _sokoban_cpu,
+    Experiment("sokoban_cpu", ("grpo", "opd", "opsd_grpo", "skill_grpo", "skill_sd", "skill_sd_frozen",
+                               "skill_sd_offpolicy", "skill_sd_oracle"), (0, 1, 2), _sokoban_cpu,
                "tiny model, Sokoban 6x6 / 1 box / 15 steps, 256 test levels"),
     Experiment("sokoban_cpu_val", ("grpo", "skill_sd", "skill_sd_lambda1", "skill_sd_lambda10", "skill_sd_sync10"), (0,),
                _sokoban_cpu_val,
