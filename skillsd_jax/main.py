@@ -38,12 +38,12 @@ def main(argv: list[str]) -> None:
     summary = {k: v for k, v in final.items()
                if k.startswith(("eval", "train/success", "train/return"))}
     print(json.dumps({"workdir": os.path.abspath(FLAGS.workdir or config.workdir), **summary}, sort_keys=True))
-    print(held_out_summary(final, config.method, config.eval.temperature))
+    print(held_out_summary(final, config.method, config.eval.temperature, config.env.eval_kwargs.get("split", "test")))
 
 
-def held_out_summary(final: dict, method: str, temperature: float = 0.0) -> str:
-    """Held-out success before and after RL, each with its 95% interval (and the greedy policy's
-    on a second line when a sampled evaluation also played it)."""
+def held_out_summary(final: dict, method: str, temperature: float = 0.0, split: str = "test") -> str:
+    """Held-out success before and after RL on the `split` levels, each with its 95% interval and the
+    change in points (and the greedy policy's on a second line when a sampled evaluation also played it)."""
 
     def one(prefix: str) -> str:
         if f"{prefix}/success_rate" not in final:
@@ -51,13 +51,19 @@ def held_out_summary(final: dict, method: str, temperature: float = 0.0) -> str:
         return (f"{final[f'{prefix}/success_rate']:.3f} [95% CI {final.get(f'{prefix}/success_ci95_lo', 0):.3f}, "
                 f"{final.get(f'{prefix}/success_ci95_hi', 1):.3f}]")
 
+    def change(start: str, end: str) -> str:
+        if f"{start}/success_rate" not in final or f"{end}/success_rate" not in final:
+            return ""
+        return f" ({100 * (final[f'{end}/success_rate'] - final[f'{start}/success_rate']):+.1f} points)"
+
     n = int(final.get("eval/episodes", 0))
     how = "one greedy episode each" if temperature <= 0 else f"one episode each sampled at T={temperature:g}"
-    lines = [f"held-out success ({method}, {n} test levels, {how}): "
-             f"start of RL {one('eval_start')} -> end {one('eval')}"]
+    lines = [f"held-out success ({method}, {n} {split} levels, {how}): "
+             f"start of RL {one('eval_start')} -> end {one('eval')}{change('eval_start', 'eval')}"]
     if "eval_greedy/success_rate" in final:
-        lines.append(f"held-out success ({method}, {n} test levels, one greedy episode each): "
-                     f"start of RL {one('eval_start_greedy')} -> end {one('eval_greedy')}")
+        lines.append(f"held-out success ({method}, {n} {split} levels, one greedy episode each): "
+                     f"start of RL {one('eval_start_greedy')} -> end {one('eval_greedy')}"
+                     f"{change('eval_start_greedy', 'eval_greedy')}")
     return "\n".join(lines)
 
 

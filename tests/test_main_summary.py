@@ -9,12 +9,13 @@ def test_summary_names_the_protocol_and_intervals():
              "eval_start/success_ci95_hi": 0.17}
     line = held_out_summary(final, "skill_sd", temperature=1.0)
     assert line == ("held-out success (skill_sd, 256 test levels, one episode each sampled at T=1): "
-                    "start of RL 0.120 [95% CI 0.080, 0.170] -> end 0.300 [95% CI 0.250, 0.360]")
+                    "start of RL 0.120 [95% CI 0.080, 0.170] -> end 0.300 [95% CI 0.250, 0.360] (+18.0 points)")
     assert "one greedy episode each" in held_out_summary(final, "grpo")
     final.update({"eval_greedy/success_rate": 0.2, "eval_start_greedy/success_rate": 0.1})
     lines = held_out_summary(final, "skill_sd", temperature=1.0).split("\n")
     assert len(lines) == 2 and lines[1].startswith("held-out success (skill_sd, 256 test levels, one greedy")
-    assert "start of RL 0.100" in lines[1] and "end 0.200" in lines[1]
+    assert "start of RL 0.100" in lines[1] and "end 0.200" in lines[1] and lines[1].endswith("(+10.0 points)")
+    assert "256 val levels" in held_out_summary(final, "grpo", split="val")
 
 
 def test_summary_without_a_start_evaluation():

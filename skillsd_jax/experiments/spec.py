@@ -61,6 +61,11 @@ class Experiment:
 
 def _sokoban_cpu():
     c = get_config("")
+    # The settings these runs were made with (the main job's defaults of that time; the main job has
+    # since moved to a shorter cold start and a larger learning rate).
+    c.warmstart.steps = 100
+    c.optimizer.learning_rate = 1e-4
+    c.optimizer.total_steps = 120  # the schedule of 30 iterations x 4 PPO steps
     c.eval.num_tasks = 256  # the same 256 held-out test levels for every run
     c.num_iterations = 60  # a cap; the budget below ends each run
     c.budget_env_steps = 12_000  # ~30 iterations of 8 tasks x 4 episodes
