@@ -116,10 +116,20 @@ def test_rollout_benchmark_synthetic_reports_its_floor(capsys):
 
     rollout.main(["--synthetic", "--tasks", "1", "--group", "2", "--turns", "2", "--max-response-tokens", "4",
                   "--prompt-tokens", "24", "--observation-tokens", "6", "--shared-prefix-tokens", "16",
-                  "--repeats", "1", "--json"])
+                  "--repeats", "1", "--segment-slots", "8", "--json"])
     out = _one_json_line(capsys)
+    assert out["segment_slots"] == 8
     assert out["generated_tokens"] == 2 * 2 * 4 and out["decode_steps"] == 2 * 4
     assert out["prefill_tokens"] == 16 + 2 * 8 + 2 * 6  # the shared prefix once, then each row's own tokens
     assert out["floor_s"] == pytest.approx(out["floor_decode_s"] + out["floor_prefill_s"])
     assert out["sample_floor_ratio"] == pytest.approx(out["sample_s"] / out["floor_s"])
     assert out["memory_bandwidth_gbs"] > 0 and out["matmul_peak_gflops"] > 0
+
+
+def test_rollout_benchmark_segment_default_is_the_samplers():
+    import inspect
+
+    from benchmarks import rollout
+    from skillsd_jax.sampling.engine import SEGMENT_SLOTS
+
+    assert f"default={SEGMENT_SLOTS}," in inspect.getsource(rollout.main)

@@ -144,6 +144,28 @@ def test_multi_turn_continuation_equals_fresh_prefill(tiny_model):
     assert [a[0].tokens, a[1].tokens] == [b[0].tokens, b[2].tokens]
 
 
+def test_rows_that_stop_early_continue_from_their_own_end(tiny_model):
+    """Rows stop at different steps of one decode loop; the next turn continues each from the tokens it
+    really drew (its stop token included), not from the loop's later draws."""
+    sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
+    greedy = SamplingParams(temperature=0.0)
+    prompts = [[7, 8, 9], [1, 2], [30, 31, 32, 33]]
+    free = sampler.generate(params, prompts, max_new_tokens=12, sampling=greedy)
+    stop_tok = free[0].tokens[2]
+    stops = SamplingParams(temperature=0.0, stop_token_ids=(stop_tok,))
+    session, first = sampler.begin(params, prompts, max_new_tokens=12, sampling=stops)
+    assert first[0].stop_reason == "stop_token" and len(first[0].tokens) <= 3
+    assert len({len(c.tokens) for c in first}) > 1  # the rows ended at different steps
+    obs = [[20, 21], [22], [23, 24, 25]]
+    session, second = sampler.extend(params, session, obs, max_new_tokens=9, sampling=greedy)
+    for i in range(3):
+        history = prompts[i] + first[i].tokens + obs[i]
+        fresh = generate(tiny_model, [history], max_new_tokens=9, temperature=0.0)[0]
+        assert second[i].tokens == fresh.tokens
+        np.testing.assert_allclose(second[i].logprobs, fresh.logprobs, atol=1e-4)
+        assert session.lengths[i] == len(history) + len(second[i].tokens)
+
+
 def test_cache_grows_across_turns(tiny_model):
     sampler, params = Sampler.for_model(tiny_model, segment_slots=64)
     greedy = SamplingParams(temperature=0.0)
