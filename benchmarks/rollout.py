@@ -5,7 +5,7 @@
                                  [--cache-dtype float32|bfloat16] [--json]
     python -m benchmarks.rollout --synthetic [--tasks 4 --group 4] [--turns 15] [--max-response-tokens 32]
                                  [--prompt-tokens 333] [--observation-tokens 70] [--shared-prefix-tokens 0]
-                                 [--repeats 2] [--host-devices N] [--segment-slots 256]
+                                 [--repeats 2] [--host-devices N] [--segment-slots S]
 
 Sokoban (verl_agent preset: 6x6, 1 box), `tasks x group` episodes, the tiny benchmark shape with random
 weights over the project tokenizer (vocab 4096), up to `turns` turns. A random policy writes garbage,
@@ -105,6 +105,7 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
     if not 0 <= args.shared_prefix_tokens < args.prompt_tokens:
         raise SystemExit("--shared-prefix-tokens must be in [0, --prompt-tokens)")
     model = Transformer(model_config("tiny"), rngs=nnx.Rngs(0))
+    segments = {} if args.segment_slots is None else {"segment_slots": args.segment_slots}  # else the sampler's
     if args.host_devices > 1:  # the batch sharded over one CPU device per core (as benchmarks.sampler)
         import jax
 
@@ -112,12 +113,10 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
 
         mesh = shd.make_mesh(data=args.host_devices, devices=jax.devices()[:args.host_devices])
         graphdef, state = nnx.split(model)
-        sampler = Sampler(graphdef, model.config, mesh=mesh, cache_dtype=jnp.dtype(args.cache_dtype),
-                          segment_slots=args.segment_slots)
+        sampler = Sampler(graphdef, model.config, mesh=mesh, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
         params = shd.shard_state(state, mesh)
     else:
-        sampler, params = Sampler.for_model(model, cache_dtype=jnp.dtype(args.cache_dtype),
-                                            segment_slots=args.segment_slots)
+        sampler, params = Sampler.for_model(model, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
     rows = args.tasks * args.group
     call = lambda seed: synthetic_turns(sampler, params, rows, args.prompt_tokens, args.turns, args.observation_tokens,
                                         args.max_response_tokens, args.shared_prefix_tokens, seed)
@@ -137,7 +136,7 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
               "first_call_s": first, "repeats": args.repeats, "host_devices": args.host_devices,
-              "segment_slots": args.segment_slots,
+              "segment_slots": sampler.segment_slots,
               "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
 
@@ -183,14 +182,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats of --synthetic (the best counts)")
     ap.add_argument("--host-devices", type=int, default=1,
                     help="--synthetic on CPU: split the host into N devices and shard the batch over them")
-    ap.add_argument("--segment-slots", type=int, default=256,
-                    help="--synthetic: the KV cache's growth and skip unit (slots a segment; the sampler's default 256)")
+    ap.add_argument("--segment-slots", type=int, default=None,
+                    help="--synthetic: the KV cache's growth and skip unit (slots a segment; default: the sampler's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     load_start = host_load()
     for name in ("tasks", "group", "turns", "max_response_tokens", "prompt_tokens", "observation_tokens", "repeats",
                  "host_devices", "segment_slots"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.host_devices > 1:
         if not args.synthetic or (args.tasks * args.group) % args.host_devices:
