@@ -2,7 +2,7 @@
 
     python -m benchmarks.rollout [--layout per_step|trajectory] [--tasks 8] [--group 8] [--turns 15]
                                  [--max-response-tokens 128] [--backend thread|process] [--no-shared-prefix]
-                                 [--cache-dtype float32|bfloat16] [--json]
+                                 [--cache-dtype float32|bfloat16] [--host-devices N] [--json]
     python -m benchmarks.rollout --synthetic [--tasks 4 --group 4] [--turns 15] [--max-response-tokens 32]
                                  [--prompt-tokens 333] [--observation-tokens 70] [--shared-prefix-tokens 0]
                                  [--repeats 2] [--host-devices N] [--segment-slots S]
@@ -40,8 +40,10 @@ from typing import Any, Sequence
 
 
 def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: int, backend: str,
-                 shape: str = "tiny", seed: int = 0, share_prefix: bool = True, cache_dtype: str = "float32"):
-    """(engine, params, pool) for `num_envs` Sokoban environments and a random model of `shape`."""
+                 shape: str = "tiny", seed: int = 0, share_prefix: bool = True, cache_dtype: str = "float32",
+                 host_devices: int = 1):
+    """(engine, params, pool) for `num_envs` Sokoban environments and a random model of `shape`, its
+    batch sharded over the first `host_devices` devices when that is more than one."""
     from flax import nnx
 
     from benchmarks.shapes import model_config
@@ -50,7 +52,6 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
     from skillsd_jax.envs.pool import EnvPool
     from skillsd_jax.models import Transformer
     from skillsd_jax.models.tokenizer import load_tokenizer
-    from skillsd_jax.sampling import Sampler
 
     tok = load_tokenizer()
     cfg = model_config(shape)
@@ -58,7 +59,7 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
         raise SystemExit(f"shape {shape!r} has vocab {cfg.vocab_size}, the project tokenizer {len(tok)}")
     import jax.numpy as jnp
 
-    sampler, params = Sampler.for_model(Transformer(cfg, rngs=nnx.Rngs(seed)), cache_dtype=jnp.dtype(cache_dtype))
+    sampler, params = _sampler(Transformer(cfg, rngs=nnx.Rngs(seed)), host_devices, jnp.dtype(cache_dtype))
     env_fn = functools.partial(make, "sokoban", preset="verl_agent")
     pool = EnvPool([env_fn] * num_envs, backend=backend)
     env = env_fn()
@@ -66,6 +67,24 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
     rcfg = RolloutConfig(layout=layout, max_turns=turns, max_response_tokens=max_response_tokens, temperature=1.0,
                          share_prefix=share_prefix)
     return RolloutEngine(sampler, tok, pool, prompts, "sokoban", env.max_turns, rcfg), params, pool
+
+
+def _sampler(model, host_devices: int, cache_dtype, segment_slots: int | None = None):
+    """(sampler, params) for `model`; with `host_devices > 1` the batch is sharded over that many CPU
+    devices (one per core: the small per-step operations of decoding then run side by side)."""
+    import jax
+    from flax import nnx
+
+    from skillsd_jax import sharding as shd
+    from skillsd_jax.sampling import Sampler
+
+    segments = {} if segment_slots is None else {"segment_slots": segment_slots}  # else the sampler's own
+    if host_devices == 1:
+        return Sampler.for_model(model, cache_dtype=cache_dtype, **segments)
+    mesh = shd.make_mesh(data=host_devices, devices=jax.devices()[:host_devices])
+    graphdef, state = nnx.split(model)
+    return (Sampler(graphdef, model.config, mesh=mesh, cache_dtype=cache_dtype, **segments),
+            shd.shard_state(state, mesh))
 
 
 def synthetic_turns(sampler, params, rows: int, prompt_tokens: int, turns: int, observation_tokens: int,
@@ -100,23 +119,11 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
 
     from benchmarks.shapes import model_config
     from skillsd_jax.models import Transformer
-    from skillsd_jax.sampling import Sampler
 
     if not 0 <= args.shared_prefix_tokens < args.prompt_tokens:
         raise SystemExit("--shared-prefix-tokens must be in [0, --prompt-tokens)")
     model = Transformer(model_config("tiny"), rngs=nnx.Rngs(0))
-    segments = {} if args.segment_slots is None else {"segment_slots": args.segment_slots}  # else the sampler's
-    if args.host_devices > 1:  # the batch sharded over one CPU device per core (as benchmarks.sampler)
-        import jax
-
-        from skillsd_jax import sharding as shd
-
-        mesh = shd.make_mesh(data=args.host_devices, devices=jax.devices()[:args.host_devices])
-        graphdef, state = nnx.split(model)
-        sampler = Sampler(graphdef, model.config, mesh=mesh, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
-        params = shd.shard_state(state, mesh)
-    else:
-        sampler, params = Sampler.for_model(model, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
+    sampler, params = _sampler(model, args.host_devices, jnp.dtype(args.cache_dtype), args.segment_slots)
     rows = args.tasks * args.group
     call = lambda seed: synthetic_turns(sampler, params, rows, args.prompt_tokens, args.turns, args.observation_tokens,
                                         args.max_response_tokens, args.shared_prefix_tokens, seed)
@@ -135,7 +142,8 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "prompt_tokens": args.prompt_tokens, "observation_tokens": args.observation_tokens,
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
-              "first_call_s": first, "repeats": args.repeats, "host_devices": args.host_devices,
+              "first_call_s": first, "repeats": args.repeats,
+              "host_devices": 1 if sampler.mesh is None else sampler.mesh.size,
               "segment_slots": sampler.segment_slots,
               "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
@@ -181,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--shared-prefix-tokens", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats of --synthetic (the best counts)")
     ap.add_argument("--host-devices", type=int, default=1,
-                    help="--synthetic on CPU: split the host into N devices and shard the batch over them")
+                    help="on CPU: split the host into N devices and shard the batch over them")
     ap.add_argument("--segment-slots", type=int, default=None,
                     help="--synthetic: the KV cache's growth and skip unit (slots a segment; default: the sampler's)")
     ap.add_argument("--json", action="store_true")
@@ -192,14 +200,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.host_devices > 1:
-        if not args.synthetic or (args.tasks * args.group) % args.host_devices:
-            ap.error("--host-devices needs --synthetic and a row count (tasks x group) it divides")
+        if (args.tasks * args.group) % args.host_devices:
+            ap.error("--host-devices needs a row count (tasks x group) it divides")
         if "jax" not in sys.modules:  # the CPU client reads its device count once
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                        + f" --xla_force_host_platform_device_count={args.host_devices}")
 
     import jax
 
+    if len(jax.devices()) < args.host_devices:
+        ap.error(f"--host-devices {args.host_devices}: jax already started with {len(jax.devices())} devices")
     if args.synthetic:
         result, sampler, (params, work, probes) = _synthetic(args)
         result.update(device=str(jax.devices()[0].device_kind), cache_dtype=args.cache_dtype, reference=None)
@@ -210,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     n = args.tasks * args.group
     engine, params, pool = build_engine(args.layout, n, args.turns, args.max_response_tokens, args.backend,
-                                        share_prefix=not args.no_shared_prefix, cache_dtype=args.cache_dtype)
+                                        share_prefix=not args.no_shared_prefix, cache_dtype=args.cache_dtype,
+                                        host_devices=args.host_devices)
     seeds = list(range(args.tasks))
     try:
         _, warm = engine.run(params, seeds, args.group, seed=1)  # compiles every program the rollout needs
@@ -235,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "first_call_s": warm.total_s, "compile_s": max(warm.total_s - stats.total_s, 0.0),
         "num_compilations": engine.sampler.num_compilations, "env_errors": stats.env_errors,
         "shared_prefix": not args.no_shared_prefix, "cache_dtype": args.cache_dtype,
+        "host_devices": 1 if engine.sampler.mesh is None else engine.sampler.mesh.size,  # what the sampler used
         "reference": None,  # no PyTorch equivalent of this workload
     }
     result.update(_floor_figures(engine.sampler, params, work, stats.sample_s, args.cache_dtype, probes),

@@ -27,13 +27,17 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax", "httpx", "skillsd_jax.sampling.engine"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = FLAGS.config
+    if config.cpu_devices != 1:  # before anything starts a JAX backend
+        from skillsd_jax.sharding import split_cpu_devices
+
+        split_cpu_devices(config.cpu_devices)
     if FLAGS.distributed:
         from skillsd_jax.sharding import initialize_distributed
 
         initialize_distributed()
     from skillsd_jax.train.loop import train
 
-    config = FLAGS.config
     final = train(config, workdir=FLAGS.workdir)
     summary = {k: v for k, v in final.items()
                if k.startswith(("eval", "train/success", "train/return"))}

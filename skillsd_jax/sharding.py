@@ -124,3 +124,30 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     jax.distributed.initialize(**kwargs)
     log.info("jax.distributed initialized: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def split_cpu_devices(count: int) -> int:
+    """Splits the host CPU into `count` XLA devices (0: one per core) and returns the count; a no-op on
+    GPU/TPU, whose devices are unaffected. Must run before JAX starts its backends.
+
+    On CPU one device runs a step's operations one after another, each spread over the cores; the
+    many small operations of a decode step (or of a short-sequence update) leave most cores idle.
+    With one device per core and the batch sharded over them (the `data` mesh axis), each core works
+    on its own rows side by side.
+    """
+    import os
+
+    if count < 0:
+        raise ValueError(f"cpu_devices must be >= 0 (0 = one per core), got {count}")
+    count = count or len(os.sched_getaffinity(0))
+    if jax.config.jax_num_cpu_devices == count:
+        return count
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as e:  # a backend already started: fine if with this count
+        if len(jax.devices("cpu")) == count:
+            return count
+        raise RuntimeError(f"cpu_devices={count}: JAX already started its backends; split the CPU before any "
+                           "JAX operation runs (or set XLA_FLAGS=--xla_force_host_platform_device_count="
+                           f"{count} before starting Python)") from e
+    return count

@@ -84,7 +84,8 @@ class Trainer:
         self.state_lock = threading.Lock()
         self.state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
         self._train_step = None  # built on the first batch (its pytree structure fixes the shardings)
-        self.score = make_score_fn(self.graphdef, chunk=loss.logprob_chunk, temperature=loss.temperature)
+        self.score = make_score_fn(self.graphdef, chunk=loss.logprob_chunk, temperature=loss.temperature,
+                                   mesh=self.mesh)
         self.sync = jax.jit(functools.partial(sync_teacher, sync=self.sync_config), donate_argnums=0)
         self.reference_params = jax.tree.map(jnp.copy, params) if loss.kl_coef > 0 else None
 

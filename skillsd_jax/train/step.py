@@ -19,6 +19,7 @@ from flax import nnx
 
 from skillsd_jax import losses
 from skillsd_jax.models.logprobs import chunked_logprobs
+from skillsd_jax.sharding import batch_sharding
 from skillsd_jax.train.batch import TrainBatch
 from skillsd_jax.train.optimizer import OptimizerConfig, learning_rate_schedule
 from skillsd_jax.train.state import TrainState, teacher_params
@@ -91,14 +92,22 @@ def score(graphdef: Any, params: Any, input_ids: Array, attention_mask: Array, *
 
 
 def make_score_fn(graphdef: Any, *, chunk: int = 0, temperature: float = 1.0, in_shardings=None,
-                  out_shardings=None):
+                  out_shardings=None, mesh: Any = None):
     """`jax.jit`ted `score(params, input_ids, attention_mask)` bound to a model graphdef and the
-    sampling temperature (log-probs are those of the distribution the sampler drew from)."""
+    sampling temperature (log-probs are those of the distribution the sampler drew from).
+
+    With a `mesh`, the rows are first placed over its batch axes (their count must divide): rows
+    given as host arrays would otherwise be replicated, and every device would score every row.
+    """
     fn = functools.partial(score, graphdef, chunk=chunk, temperature=temperature)
     kw = {}
     if in_shardings is not None:
         kw.update(in_shardings=in_shardings, out_shardings=out_shardings)
-    return jax.jit(fn, **kw)
+    scorer = jax.jit(fn, **kw)
+    if mesh is None:
+        return scorer
+    put = lambda x: jax.device_put(x, batch_sharding(mesh, jnp.ndim(x)))
+    return lambda params, input_ids, attention_mask: scorer(params, put(input_ids), put(attention_mask))
 
 
 def _aligned_logits(model, ids: Array, attention_mask: Array, temperature: float = 1.0) -> Array:

@@ -72,16 +72,16 @@ def test_sampler_benchmark_rejects_indivisible_devices():
         sampler.main(["--batch", "3", "--host-devices", "2", "--no-reference"])
 
 
-@pytest.mark.parametrize("layout", ["per_step", "trajectory"])
-def test_rollout_benchmark_smoke(capsys, layout):
+@pytest.mark.parametrize("layout,host_devices", [("per_step", 1), ("trajectory", 1), ("trajectory", 2)])
+def test_rollout_benchmark_smoke(capsys, layout, host_devices):
     from benchmarks import rollout
 
     rollout.main(["--layout", layout, "--tasks", "2", "--group", "2", "--turns", "2", "--max-response-tokens", "8",
-                  "--json"])
+                  "--host-devices", str(host_devices), "--json"])
     out = _one_json_line(capsys)
     for key in ROLLOUT_KEYS:
         assert key in out, key
-    assert out["reference"] is None and out["layout"] == layout
+    assert out["reference"] is None and out["layout"] == layout and out["host_devices"] == host_devices
     assert out["episodes"] == 4 and 4 <= out["env_steps"] <= 8
     assert out["env_steps_per_s"] > 0 and out["rollout_s"] > 0 and out["first_call_s"] > 0
     shares = out["sample_share"] + out["env_share"] + out["glue_share"]

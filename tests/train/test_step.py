@@ -132,6 +132,23 @@ def test_nonfinite_update_is_skipped(tiny):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(after.params))
 
 
+def test_scoring_over_a_mesh_splits_rows_over_its_devices(tiny):
+    """With a mesh the scorer places host rows over the batch axes: each device scores its own rows
+    (not every row, as a replicated call would) and the log-probs equal the unsharded ones."""
+    graphdef, params, _ = tiny
+    batch = _on_policy_batch(tiny, seed=3)
+    mesh = shd.make_mesh(data=2, fsdp=1, tensor=1, devices=jax.devices()[:2])
+    replicated = jax.device_put(jax.tree.map(jnp.array, params), shd.replicated(mesh))
+    out = make_score_fn(graphdef, mesh=mesh)(replicated, batch.input_ids, batch.attention_mask)
+    rows = batch.input_ids.shape[0]
+    assert {s.data.shape[0] for s in out.addressable_shards} == {rows // 2}
+    reference = make_score_fn(graphdef)(params, batch.input_ids, batch.attention_mask)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(reference), rtol=1e-5, atol=1e-6)
+    # Without the mesh the same committed parameters score every row on both devices.
+    plain = make_score_fn(graphdef)(replicated, batch.input_ids, batch.attention_mask)
+    assert {s.data.shape[0] for s in plain.addressable_shards} == {rows}
+
+
 def test_sdl_only_pulls_student_toward_teacher(tiny):
     """OPD-style (grpo_coef=0): repeated SDL steps shrink the student-teacher gap on SDL tokens."""
     graphdef, params, _ = tiny
