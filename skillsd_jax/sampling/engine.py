@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from skillsd_jax import sharding as shd
 from skillsd_jax.models.kv_cache import KVCache, SharedPrefix, zero_segments
@@ -137,13 +137,12 @@ def _prefill(graphdef, params, cache: KVCache, prefix: SharedPrefix | None, ids_
 
 
 def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: SharedPrefix | None,
-            statics: DecodeStatics) -> DecodeState:
-    """Samples up to `inputs.max_steps` (<= statics.max_new) tokens per live row in a `lax.while_loop`."""
+            statics: DecodeStatics, uniforms_NxB: jax.Array) -> DecodeState:
+    """Samples up to `inputs.max_steps` (<= statics.max_new) tokens per live row in a `lax.while_loop`,
+    step `n` of row `b` drawing with `uniforms_NxB[n, b]` (see sample_tokens)."""
     model = nnx.merge(graphdef, params)
     b = state.logits_BxV.shape[0]
     lmax = inputs.stop_seqs_QxL.shape[1]
-    # All draws at once (see sample_tokens).
-    uniforms_NxB = jax.random.uniform(inputs.rng, (statics.max_new, b), jnp.float32)
     seq_used_Q = jnp.any(inputs.stop_seq_mask_QxL, axis=1)
 
     def cond(s: DecodeState):
@@ -182,15 +181,32 @@ def _initial_state(logits_BxV, cache: KVCache, active_B, max_new: int, lmax: int
                        logits_BxV=logits_BxV, cache=cache)
 
 
-def _prefill_and_decode(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inputs: DecodeInputs,
-                        statics: DecodeStatics):
-    """One turn: append the chunk, then sample. Returns (tokens, logprobs, counts, reasons, cache)."""
+def _turn_rows(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inputs: DecodeInputs, uniforms_NxB,
+               statics: DecodeStatics):
+    """One turn of some rows: append the chunk, then sample. Returns (tokens, logprobs, counts, reasons, cache)."""
     logits, cache = _prefill(graphdef, params, cache, prefix, ids_BxC, valid_BxC)
     state = _initial_state(logits, cache, jnp.any(valid_BxC, axis=1), statics.max_new, inputs.stop_seqs_QxL.shape[1])
-    state = _decode(graphdef, params, state, inputs, prefix, statics)
+    state = _decode(graphdef, params, state, inputs, prefix, statics, uniforms_NxB)
     lmax = inputs.stop_seqs_QxL.shape[1]
     return (state.tokens_BxN[:, lmax - 1:], state.logprobs_BxN, state.num_generated_B, state.stop_reason_B,
             state.cache)
+
+
+def _prefill_and_decode(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inputs: DecodeInputs,
+                        statics: DecodeStatics, row_mesh: Mesh | None = None):
+    """One turn of every row. With `row_mesh` (a mesh whose only axis of size > 1 is `data`, parameters
+    replicated) each device runs the turn on its own rows with no communication: its decode loop
+    stops when its rows are done and skips the cache segments its rows have not filled, instead of
+    agreeing with the other devices at every step. The draws are made for the whole batch first, so
+    a row samples the same tokens however the batch is split."""
+    uniforms_NxB = jax.random.uniform(inputs.rng, (statics.max_new, ids_BxC.shape[0]), jnp.float32)
+    turn = functools.partial(_turn_rows, graphdef, statics=statics)
+    if row_mesh is None:
+        return turn(params, cache, prefix, ids_BxC, valid_BxC, inputs, uniforms_NxB)
+    rows, shared = P("data"), P()
+    return jax.shard_map(turn, mesh=row_mesh, in_specs=(shared, rows, shared, rows, rows, shared, P(None, "data")),
+                         out_specs=rows, check_vma=False)(params, cache, prefix, ids_BxC, valid_BxC, inputs,
+                                                           uniforms_NxB)
 
 
 # ---------------------------------------------------------------------------- host driver
@@ -221,7 +237,9 @@ class Sampler:
         self.work = SamplerWork()  # what the calls so far had to do (live lengths), for benchmark floors
         self._segment_inits: dict[tuple[int, int], Any] = {}
         self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
-        self._turn_program = jax.jit(_prefill_and_decode, static_argnums=(0, 7), donate_argnums=2)
+        row_mesh = mesh if mesh is not None and mesh.size == mesh.shape.get("data", 1) > 1 else None
+        self._turn_program = jax.jit(functools.partial(_prefill_and_decode, row_mesh=row_mesh),
+                                     static_argnums=(0, 7), donate_argnums=2)
 
     @classmethod
     def for_model(cls, model: nnx.Module, **kwargs) -> tuple["Sampler", Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -144,10 +145,17 @@ def test_multi_turn_continuation_equals_fresh_prefill(tiny_model):
     assert [a[0].tokens, a[1].tokens] == [b[0].tokens, b[2].tokens]
 
 
-def test_rows_that_stop_early_continue_from_their_own_end(tiny_model):
+@pytest.mark.parametrize("devices", [1, 2], ids=["one_device", "rows_per_device"])
+def test_rows_that_stop_early_continue_from_their_own_end(tiny_model, devices):
     """Rows stop at different steps of one decode loop; the next turn continues each from the tokens it
-    really drew (its stop token included), not from the loop's later draws."""
-    sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
+    really drew (its stop token included), not from the loop's later draws. On two devices each runs
+    its own rows' loop and stops when they are done."""
+    if devices == 1:
+        sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
+    else:
+        mesh = shd.make_mesh(data=devices, devices=jax.devices()[:devices])
+        graphdef, state = nnx.split(tiny_model)
+        sampler, params = Sampler(graphdef, tiny_model.config, mesh=mesh, segment_slots=16), shd.shard_state(state, mesh)
     greedy = SamplingParams(temperature=0.0)
     prompts = [[7, 8, 9], [1, 2], [30, 31, 32, 33]]
     free = sampler.generate(params, prompts, max_new_tokens=12, sampling=greedy)
@@ -183,8 +191,10 @@ def test_cache_grows_across_turns(tiny_model):
     assert session.cache.num_segments == session.slots // 64
 
 
-def test_sharded_sampler_equals_unsharded(tiny_model):
-    mesh = shd.make_mesh(data=2, tensor=4)
+@pytest.mark.parametrize("axes", [dict(data=2, tensor=4), dict(data=4)], ids=["data2_tensor4", "rows_per_device"])
+def test_sharded_sampler_equals_unsharded(tiny_model, axes):
+    # data x tensor: one program over the mesh; data alone: each device runs its own rows' turn.
+    mesh = shd.make_mesh(**axes, devices=jax.devices()[:math.prod(axes.values())])
     graphdef, state = nnx.split(tiny_model)
     sharded_params = shd.shard_state(state, mesh)
     sampler = Sampler(graphdef, tiny_model.config, mesh=mesh)
