@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Iterable, Sequence
 
 import jax
@@ -135,8 +136,6 @@ def split_cpu_devices(count: int) -> int:
     With one device per core and the batch sharded over them (the `data` mesh axis), each core works
     on its own rows side by side.
     """
-    import os
-
     if count < 0:
         raise ValueError(f"cpu_devices must be >= 0 (0 = one per core), got {count}")
     count = count or len(os.sched_getaffinity(0))
