@@ -204,7 +204,8 @@ def _prefill_and_decode(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inp
     if row_mesh is None:
         return turn(params, cache, prefix, ids_BxC, valid_BxC, inputs, uniforms_NxB)
     rows, shared = P("data"), P()
-    # check_vma off: the decode loop's carry mixes per-device rows with replicated step counters.
+    # check_vma off: the cache's segment skip (`lax.cond`) has one branch computed from the rows and
+    # one of constants, which that check types as varying and replicated.
     return jax.shard_map(turn, mesh=row_mesh, in_specs=(shared, rows, shared, rows, rows, shared, P(None, "data")),
                          out_specs=rows, check_vma=False)(params, cache, prefix, ids_BxC, valid_BxC, inputs,
                                                            uniforms_NxB)
