@@ -46,7 +46,7 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
     batch sharded over the first `host_devices` devices when that is more than one."""
     from flax import nnx
 
-    from benchmarks.shapes import model_config
+    from benchmarks.shapes import model_config, sampler_for
     from skillsd_jax.agent import PromptBuilder, PromptConfig, RolloutConfig, RolloutEngine
     from skillsd_jax.envs import make
     from skillsd_jax.envs.pool import EnvPool
@@ -59,7 +59,8 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
         raise SystemExit(f"shape {shape!r} has vocab {cfg.vocab_size}, the project tokenizer {len(tok)}")
     import jax.numpy as jnp
 
-    sampler, params = _sampler(Transformer(cfg, rngs=nnx.Rngs(seed)), host_devices, jnp.dtype(cache_dtype))
+    model = Transformer(cfg, rngs=nnx.Rngs(seed))
+    sampler, params = sampler_for(model, host_devices, cache_dtype=jnp.dtype(cache_dtype))
     env_fn = functools.partial(make, "sokoban", preset="verl_agent")
     pool = EnvPool([env_fn] * num_envs, backend=backend)
     env = env_fn()
@@ -67,24 +68,6 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
     rcfg = RolloutConfig(layout=layout, max_turns=turns, max_response_tokens=max_response_tokens, temperature=1.0,
                          share_prefix=share_prefix)
     return RolloutEngine(sampler, tok, pool, prompts, "sokoban", env.max_turns, rcfg), params, pool
-
-
-def _sampler(model, host_devices: int, cache_dtype, segment_slots: int | None = None):
-    """(sampler, params) for `model`; with `host_devices > 1` the batch is sharded over that many CPU
-    devices (one per core: the small per-step operations of decoding then run side by side)."""
-    import jax
-    from flax import nnx
-
-    from skillsd_jax import sharding as shd
-    from skillsd_jax.sampling import Sampler
-
-    segments = {} if segment_slots is None else {"segment_slots": segment_slots}  # else the sampler's own
-    if host_devices == 1:
-        return Sampler.for_model(model, cache_dtype=cache_dtype, **segments)
-    mesh = shd.make_mesh(data=host_devices, devices=jax.devices()[:host_devices])
-    graphdef, state = nnx.split(model)
-    return (Sampler(graphdef, model.config, mesh=mesh, cache_dtype=cache_dtype, **segments),
-            shd.shard_state(state, mesh))
 
 
 def synthetic_turns(sampler, params, rows: int, prompt_tokens: int, turns: int, observation_tokens: int,
@@ -117,13 +100,14 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
     import jax.numpy as jnp
     from flax import nnx
 
-    from benchmarks.shapes import model_config
+    from benchmarks.shapes import model_config, sampler_devices, sampler_for
     from skillsd_jax.models import Transformer
 
     if not 0 <= args.shared_prefix_tokens < args.prompt_tokens:
         raise SystemExit("--shared-prefix-tokens must be in [0, --prompt-tokens)")
     model = Transformer(model_config("tiny"), rngs=nnx.Rngs(0))
-    sampler, params = _sampler(model, args.host_devices, jnp.dtype(args.cache_dtype), args.segment_slots)
+    segments = {} if args.segment_slots is None else {"segment_slots": args.segment_slots}  # else the sampler's own
+    sampler, params = sampler_for(model, args.host_devices, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
     rows = args.tasks * args.group
     call = lambda seed: synthetic_turns(sampler, params, rows, args.prompt_tokens, args.turns, args.observation_tokens,
                                         args.max_response_tokens, args.shared_prefix_tokens, seed)
@@ -143,7 +127,7 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
               "first_call_s": first, "repeats": args.repeats,
-              "host_devices": 1 if sampler.mesh is None else sampler.mesh.size,
+              "host_devices": sampler_devices(sampler),
               "segment_slots": sampler.segment_slots,
               "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
@@ -172,7 +156,7 @@ def _floor_figures(sampler, params, work, sample_s: float, cache_dtype: str,
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from benchmarks.shapes import cpu_threads, emit, host_load
+    from benchmarks.shapes import cpu_threads, emit, host_load, sampler_devices
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layout", default="per_step", choices=["per_step", "trajectory"])
@@ -246,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "first_call_s": warm.total_s, "compile_s": max(warm.total_s - stats.total_s, 0.0),
         "num_compilations": engine.sampler.num_compilations, "env_errors": stats.env_errors,
         "shared_prefix": not args.no_shared_prefix, "cache_dtype": args.cache_dtype,
-        "host_devices": 1 if engine.sampler.mesh is None else engine.sampler.mesh.size,  # what the sampler used
+        "host_devices": sampler_devices(engine.sampler),  # what the sampler used
         "reference": None,  # no PyTorch equivalent of this workload
     }
     result.update(_floor_figures(engine.sampler, params, work, stats.sample_s, args.cache_dtype, probes),

@@ -29,18 +29,10 @@ def _best_of(fn, repeats: int) -> float:
 
 def bench_ours(model, prompts, new_tokens: int, repeats: int, data_devices: int = 1) -> tuple[float, float, float]:
     """(generate seconds, prefill-only seconds, first-call compile seconds)."""
-    import jax
-    from flax import nnx
+    from benchmarks.shapes import sampler_for
+    from skillsd_jax.sampling import SamplingParams
 
-    from skillsd_jax import sharding as shd
-    from skillsd_jax.sampling import Sampler, SamplingParams
-
-    if data_devices > 1:
-        mesh = shd.make_mesh(data=data_devices, devices=jax.devices()[:data_devices])
-        graphdef, state = nnx.split(model)
-        sampler, params = Sampler(graphdef, model.config, mesh=mesh), shd.shard_state(state, mesh)
-    else:
-        sampler, params = Sampler.for_model(model)
+    sampler, params = sampler_for(model, data_devices)
     sp = SamplingParams(temperature=1.0)  # no stop tokens: every row generates `new_tokens`
     t0 = time.perf_counter()
     out = sampler.generate(params, prompts, max_new_tokens=new_tokens, sampling=sp, seed=0)

@@ -65,6 +65,27 @@ def jax_model_like(torch_model_or_none, shape: str, dtype=None, seed: int = 0):
         return load_hf_model(d, dtype=dtype)
 
 
+def sampler_for(model, host_devices: int = 1, **sampler_kwargs):
+    """(sampler, params) for `model`; with `host_devices > 1` the batch is sharded over that many CPU
+    devices (one per core: the small per-step operations of decoding then run side by side)."""
+    import jax
+    from flax import nnx
+
+    from skillsd_jax import sharding as shd
+    from skillsd_jax.sampling import Sampler
+
+    if host_devices == 1:
+        return Sampler.for_model(model, **sampler_kwargs)
+    mesh = shd.make_mesh(data=host_devices, devices=jax.devices()[:host_devices])
+    graphdef, state = nnx.split(model)
+    return Sampler(graphdef, model.config, mesh=mesh, **sampler_kwargs), shd.shard_state(state, mesh)
+
+
+def sampler_devices(sampler) -> int:
+    """How many devices a sampler's batch is spread over."""
+    return 1 if sampler.mesh is None else sampler.mesh.size
+
+
 def emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, sort_keys=True))
