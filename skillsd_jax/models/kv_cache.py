@@ -126,20 +126,33 @@ def write_segments(segments: tuple[Array, ...], new: Array, slot_BxT: Array, slo
     return tuple(out)
 
 
-def _part(q_BxKxGxTxDh: Array, k: Array, v: Array, mask_BxGxTxS: Array, *, shared: bool = False):
-    """Running-softmax pieces of one key block: (row max, exp-sum, exp-weighted values), float32.
-    Keys/values are `[B, K, Dh, S]`/`[B, K, S, Dh]`, or without the batch axis when `shared`."""
+def _part(q_BxKxGxTxDh: Array, k_BxKxDhxS: Array, v_BxKxSxDh: Array, mask_BxGxTxS: Array):
+    """Running-softmax pieces of one key block of each row: (row max, exp-sum, exp-weighted values), float32."""
     b, kh, g, t, dh = q_BxKxGxTxDh.shape
     q = q_BxKxGxTxDh.reshape(b, kh, g * t, dh)
-    kb = "" if shared else "b"
-    scores = jnp.einsum(f"bkqd,{kb}kds->bkqs", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.einsum("bkqd,bkds->bkqs", q, k_BxKxDhxS.astype(q.dtype), preferred_element_type=jnp.float32)
     scores = scores.reshape(b, kh, g, t, -1) * (1.0 / math.sqrt(dh))
     scores = jnp.where(mask_BxGxTxS[:, None], scores, _NEG)
     m = jnp.max(scores, axis=-1, keepdims=True)
     p = jnp.where(mask_BxGxTxS[:, None], jnp.exp(scores - m), 0.0)
-    acc = jnp.einsum(f"bkqs,{kb}ksd->bkqd", p.reshape(b, kh, g * t, -1).astype(q.dtype), v.astype(q.dtype),
+    acc = jnp.einsum("bkqs,bksd->bkqd", p.reshape(b, kh, g * t, -1).astype(q.dtype), v_BxKxSxDh.astype(q.dtype),
                      preferred_element_type=jnp.float32)
     return m, jnp.sum(p, axis=-1, keepdims=True), acc.reshape(b, kh, g, t, dh)
+
+
+def _shared_part(q_BxKxGxTxDh: Array, k_KxDhxP: Array, v_KxPxDh: Array, valid_P: Array):
+    """`_part` for keys shared by every row (the prefix), computed with the rows' queries side by side
+    (`[K, B*G*T, ...]`): left to itself XLA:CPU contracts the shared keys in a transposed layout and
+    then transposes the scores for every softmax pass (2-4x this part's time, in decode and prefill)."""
+    b, kh, g, t, dh = q_BxKxGxTxDh.shape
+    q = q_BxKxGxTxDh.transpose(1, 0, 2, 3, 4).reshape(kh, b * g * t, dh)
+    scores = jnp.einsum("kqd,kds->kqs", q, k_KxDhxP.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = jnp.where(valid_P, scores * (1.0 / math.sqrt(dh)), _NEG)
+    m = jnp.max(scores, axis=-1, keepdims=True)
+    p = jnp.where(valid_P, jnp.exp(scores - m), 0.0)
+    acc = jnp.einsum("kqs,ksd->kqd", p.astype(q.dtype), v_KxPxDh.astype(q.dtype), preferred_element_type=jnp.float32)
+    rows = lambda x: x.reshape(kh, b, g, t, x.shape[-1]).transpose(1, 0, 2, 3, 4)
+    return rows(m), rows(jnp.sum(p, axis=-1, keepdims=True)), rows(acc)
 
 
 def _merge(a, b):
@@ -167,9 +180,8 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
     q = q_BxTxHxDh.reshape(b, t, kh, g, dh).transpose(0, 2, 3, 1, 4)
     state = _empty(b, kh, g, t, dh)
     if cache.prefix_keys is not None:
-        p = cache.prefix_keys.shape[-1]
-        mask = jnp.broadcast_to((jnp.arange(p) < cache.prefix_length)[None, None, None, :], (b, g, t, p))
-        state = _merge(state, _part(q, cache.prefix_keys, cache.prefix_values, mask, shared=True))
+        valid_P = jnp.arange(cache.prefix_keys.shape[-1]) < cache.prefix_length
+        state = _merge(state, _shared_part(q, cache.prefix_keys, cache.prefix_values, valid_P))
     size = keys[0].shape[-1]
     last_query = jnp.max(cache.q_slot_BxT)
     for j, (k_seg, v_seg) in enumerate(zip(keys, values)):

@@ -82,6 +82,19 @@ class RMSNorm(nnx.Module):
         return self.weight[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
+def computed_once(fn, x: Array):
+    """`fn(x)`, computed into buffers of its own instead of being fused into (and recomputed or re-laid
+    out by) each consumer.
+
+    XLA:CPU fuses cheap producers into their consumers: the RoPE tables' cos/sin into every layer's
+    query/key transposes (evaluated again per head and element: a third of a prefill chunk's
+    projection time), a tied embedding's transpose into each decode step's head product (a slow
+    transposed matmul). `optimization_barrier` is removed before fusion; a conditional's result is
+    not. Both branches compute `fn(x)`, so the runtime predicate's value does not matter.
+    """
+    return jax.lax.cond(jnp.ravel(x)[0] >= 0, fn, fn, x)
+
+
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> Array:
     """Inverse frequencies `[Dh/2]` (float32), with Llama-3 or linear scaling when configured."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))

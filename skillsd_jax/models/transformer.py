@@ -17,8 +17,8 @@ from flax import nnx
 
 from skillsd_jax.models.config import ModelConfig
 from skillsd_jax.models.kv_cache import KVCache, LayerCache, SharedPrefix, cached_attention
-from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, normal_init,
-                                       rope_cos_sin, rope_inv_freq)
+from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, computed_once,
+                                       normal_init, rope_cos_sin, rope_inv_freq)
 
 Array = jax.Array
 
@@ -114,7 +114,11 @@ class Transformer(nnx.Module):
                layer_caches: list[LayerCache] | None = None) -> tuple[Array, tuple | None]:
         x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(self.dtype)
         inv_freq = rope_inv_freq(self.config.head_dim, self.config.rope_theta, self.config.rope_scaling_dict)
-        cos, sin = rope_cos_sin(positions, inv_freq)
+        if layer_caches is not None and input_ids.shape[1] > 1:
+            # One set of tables for every layer (see computed_once).
+            cos, sin = computed_once(lambda p: rope_cos_sin(p, inv_freq), positions)
+        else:
+            cos, sin = rope_cos_sin(positions, inv_freq)
         apply = nnx.remat(_apply_layer) if self.remat else _apply_layer
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
@@ -128,9 +132,11 @@ class Transformer(nnx.Module):
         """The `[D, V]` output projection (the transposed input embedding when tied)."""
         return self.embed_tokens[...].T if self.lm_head is None else self.lm_head[...]
 
-    def logits_from_hidden(self, h_BxTxD: Array) -> Array:
-        """float32 logits; the matmul accumulates in float32 even for bfloat16 parameters."""
-        w = self.unembedding().astype(self.dtype)
+    def logits_from_hidden(self, h_BxTxD: Array, unembedding: Array | None = None) -> Array:
+        """float32 logits; the matmul accumulates in float32 even for bfloat16 parameters. `unembedding`
+        (the `[D, V]` matrix, e.g. a tied embedding transposed once for many decode steps) replaces
+        `self.unembedding()`."""
+        w = (self.unembedding() if unembedding is None else unembedding).astype(self.dtype)
         return jnp.einsum("btd,dv->btv", h_BxTxD.astype(self.dtype), w, preferred_element_type=jnp.float32)
 
     # ------------------------------------------------------------------ training / scoring forward
@@ -150,13 +156,13 @@ class Transformer(nnx.Module):
     # ------------------------------------------------------------------ sampler step
 
     def forward_chunk(self, input_ids: Array, token_valid: Array, cache: KVCache, prefix: SharedPrefix | None = None,
-                      *, logits_at: Array | None = None) -> tuple[Array, KVCache]:
+                      *, logits_at: Array | None = None, unembedding: Array | None = None) -> tuple[Array, KVCache]:
         """Appends `T` tokens per row (right-padded: `token_valid [B,T]` is a prefix of each row) after
         the row's cached tokens and returns their logits; rows' RoPE positions continue after the prefix.
 
         With `logits_at [B]` only the logits of that chunk index per row are computed (`[B,V]`), saving
-        the `[B,T,V]` head in prefill. The cache must have room for every row's real tokens (padding
-        past the capacity is dropped).
+        the `[B,T,V]` head in prefill; `unembedding` as in `logits_from_hidden`. The cache must have room
+        for every row's real tokens (padding past the capacity is dropped).
         """
         b, t = input_ids.shape
         q_slot = cache.lengths_B[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -169,9 +175,9 @@ class Transformer(nnx.Module):
         h, (k, v) = self._trunk(input_ids, offset + q_slot, None, layer_caches)
         if logits_at is not None:
             h = jnp.take_along_axis(h, logits_at[:, None, None].astype(jnp.int32), axis=1)
-            logits = self.logits_from_hidden(h)[:, 0]
+            logits = self.logits_from_hidden(h, unembedding)[:, 0]
         else:
-            logits = self.logits_from_hidden(h)
+            logits = self.logits_from_hidden(h, unembedding)
         lengths = cache.lengths_B + jnp.sum(token_valid, axis=1, dtype=jnp.int32)
         return logits, KVCache(keys=k, values=v, lengths_B=lengths)
 

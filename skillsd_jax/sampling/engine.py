@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from skillsd_jax import sharding as shd
 from skillsd_jax.models.kv_cache import KVCache, SharedPrefix, zero_segments
+from skillsd_jax.models.layers import computed_once
 from skillsd_jax.sampling.filters import sample_tokens
 from skillsd_jax.sampling.params import (MAX_STOP_SEQUENCE_LEN, MAX_STOP_SEQUENCES, MAX_STOP_TOKENS,
                                          SamplingParams)
@@ -144,6 +145,8 @@ def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: 
     b = state.logits_BxV.shape[0]
     lmax = inputs.stop_seqs_QxL.shape[1]
     seq_used_Q = jnp.any(inputs.stop_seq_mask_QxL, axis=1)
+    # A tied head is transposed once for the whole loop, not read transposed at every step (~1.4x slower).
+    head = computed_once(lambda e: e.T, model.embed_tokens[...]) if model.lm_head is None else None
 
     def cond(s: DecodeState):
         return (s.step < inputs.max_steps) & ~jnp.all(s.done_B)
@@ -165,7 +168,7 @@ def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: 
         newly = live & (hit_tok | hit_seq)
         # A finished row's token is not appended: its length stays, its slot is overwritten later.
         logits, cache = model.forward_chunk(tok[:, None], live[:, None], s.cache, prefix,
-                                            logits_at=jnp.zeros((b,), jnp.int32))
+                                            logits_at=jnp.zeros((b,), jnp.int32), unembedding=head)
         return DecodeState(step=s.step + 1, tokens_BxN=tokens, logprobs_BxN=logps, done_B=s.done_B | newly,
                            stop_reason_B=jnp.where(newly, jnp.where(hit_tok, 1, 2), s.stop_reason_B),
                            num_generated_B=s.num_generated_B + live, logits_BxV=logits, cache=cache)
