@@ -132,12 +132,18 @@ def _part(q_BxKxGxTxDh: Array, k_BxKxDhxS: Array, v_BxKxSxDh: Array, mask_BxGxTx
     q = q_BxKxGxTxDh.reshape(b, kh, g * t, dh)
     scores = jnp.einsum("bkqd,bkds->bkqs", q, k_BxKxDhxS.astype(q.dtype), preferred_element_type=jnp.float32)
     scores = scores.reshape(b, kh, g, t, -1) * (1.0 / math.sqrt(dh))
-    scores = jnp.where(mask_BxGxTxS[:, None], scores, _NEG)
-    m = jnp.max(scores, axis=-1, keepdims=True)
-    p = jnp.where(mask_BxGxTxS[:, None], jnp.exp(scores - m), 0.0)
+    m, p = _masked_exp(scores, mask_BxGxTxS[:, None])
     acc = jnp.einsum("bkqs,bksd->bkqd", p.reshape(b, kh, g * t, -1).astype(q.dtype), v_BxKxSxDh.astype(q.dtype),
                      preferred_element_type=jnp.float32)
     return m, jnp.sum(p, axis=-1, keepdims=True), acc.reshape(b, kh, g, t, dh)
+
+
+def _masked_exp(scores: Array, mask: Array) -> tuple[Array, Array]:
+    """(max of the unmasked scores, `exp(score - max)` with masked entries 0), in two passes over the
+    scores: the mask is applied inside each (a masked-scores array with two readers would be written
+    out and read twice more). A fully masked row gives max = -big and all-zero weights."""
+    m = jnp.max(jnp.where(mask, scores, _NEG), axis=-1, keepdims=True)
+    return m, jnp.exp(jnp.where(mask, scores - m, _NEG))
 
 
 def _shared_part(q_BxKxGxTxDh: Array, k_KxDhxP: Array, v_KxPxDh: Array, valid_P: Array):
@@ -147,9 +153,7 @@ def _shared_part(q_BxKxGxTxDh: Array, k_KxDhxP: Array, v_KxPxDh: Array, valid_P:
     b, kh, g, t, dh = q_BxKxGxTxDh.shape
     q = q_BxKxGxTxDh.transpose(1, 0, 2, 3, 4).reshape(kh, b * g * t, dh)
     scores = jnp.einsum("kqd,kds->kqs", q, k_KxDhxP.astype(q.dtype), preferred_element_type=jnp.float32)
-    scores = jnp.where(valid_P, scores * (1.0 / math.sqrt(dh)), _NEG)
-    m = jnp.max(scores, axis=-1, keepdims=True)
-    p = jnp.where(valid_P, jnp.exp(scores - m), 0.0)
+    m, p = _masked_exp(scores * (1.0 / math.sqrt(dh)), valid_P)
     acc = jnp.einsum("kqs,ksd->kqd", p.astype(q.dtype), v_KxPxDh.astype(q.dtype), preferred_element_type=jnp.float32)
     rows = lambda x: x.reshape(kh, b, g, t, x.shape[-1]).transpose(1, 0, 2, 3, 4)
     return rows(m), rows(jnp.sum(p, axis=-1, keepdims=True)), rows(acc)
