@@ -299,3 +299,20 @@ def test_bfloat16_cache_logprobs_near_trainer(tiny_model):
         want = np.take_along_axis(np.asarray(logp), np.asarray(c.tokens)[:, None], axis=-1)[:, 0]
         worst = max(worst, float(np.max(np.abs(np.asarray(c.logprobs) - want))))
     assert 0 < worst < 0.1, worst
+
+
+def test_tied_head_transposed_once_samples_as_the_plain_head(tiny_model):
+    """On CPU the decode loop multiplies by a tied head transposed once per call; the plain transposed
+    read (what accelerators use) draws the same tokens with the same log-probs."""
+    assert tiny_model.lm_head is None  # tied
+    sampler, params = Sampler.for_model(tiny_model)
+    assert sampler._on_cpu
+    plain_sampler, _ = Sampler.for_model(tiny_model)
+    plain_sampler._on_cpu = False
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9]]
+    sp = SamplingParams(temperature=1.0)
+    ours = sampler.generate(params, prompts, max_new_tokens=10, sampling=sp, seed=2)
+    plain = plain_sampler.generate(params, prompts, max_new_tokens=10, sampling=sp, seed=2)
+    for a, b in zip(ours, plain):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
