@@ -69,16 +69,12 @@ def sampler_for(model, host_devices: int = 1, **sampler_kwargs):
     """(sampler, params) for `model`; with `host_devices > 1` the batch is sharded over that many CPU
     devices (one per core: the small per-step operations of decoding then run side by side)."""
     import jax
-    from flax import nnx
 
     from skillsd_jax import sharding as shd
     from skillsd_jax.sampling import Sampler
 
-    if host_devices == 1:
-        return Sampler.for_model(model, **sampler_kwargs)
-    mesh = shd.make_mesh(data=host_devices, devices=jax.devices()[:host_devices])
-    graphdef, state = nnx.split(model)
-    return Sampler(graphdef, model.config, mesh=mesh, **sampler_kwargs), shd.shard_state(state, mesh)
+    mesh = shd.make_mesh(data=host_devices, devices=jax.devices()[:host_devices]) if host_devices > 1 else None
+    return Sampler.for_model(model, mesh=mesh, **sampler_kwargs)
 
 
 def sampler_devices(sampler) -> int:

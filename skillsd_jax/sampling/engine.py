@@ -251,11 +251,13 @@ class Sampler:
                                      static_argnums=(0, 7), donate_argnums=2)
 
     @classmethod
-    def for_model(cls, model: nnx.Module, **kwargs) -> tuple["Sampler", Any]:
-        """A Sampler for `model` and its parameters (`nnx.split`)."""
+    def for_model(cls, model: nnx.Module, *, mesh: Mesh | None = None, **kwargs) -> tuple["Sampler", Any]:
+        """A Sampler for `model` and its parameters (`nnx.split`), placed on `mesh` when one is given."""
         graphdef, params = nnx.split(model)
         dtype = kwargs.pop("cache_dtype", None) or model.dtype
-        return cls(graphdef, model.config, cache_dtype=dtype, **kwargs), params
+        if mesh is not None:
+            params = shd.shard_state(params, mesh)
+        return cls(graphdef, model.config, mesh=mesh, cache_dtype=dtype, **kwargs), params
 
     @property
     def num_compilations(self) -> int:

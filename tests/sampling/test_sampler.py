@@ -150,12 +150,8 @@ def test_rows_that_stop_early_continue_from_their_own_end(tiny_model, devices):
     """Rows stop at different steps of one decode loop; the next turn continues each from the tokens it
     really drew (its stop token included), not from the loop's later draws. On two devices each runs
     its own rows' loop and stops when they are done."""
-    if devices == 1:
-        sampler, params = Sampler.for_model(tiny_model, segment_slots=16)
-    else:
-        mesh = shd.make_mesh(data=devices, devices=jax.devices()[:devices])
-        graphdef, state = nnx.split(tiny_model)
-        sampler, params = Sampler(graphdef, tiny_model.config, mesh=mesh, segment_slots=16), shd.shard_state(state, mesh)
+    mesh = shd.make_mesh(data=devices, devices=jax.devices()[:devices]) if devices > 1 else None
+    sampler, params = Sampler.for_model(tiny_model, mesh=mesh, segment_slots=16)
     greedy = SamplingParams(temperature=0.0)
     prompts = [[7, 8, 9], [1, 2], [30, 31, 32, 33]]
     free = sampler.generate(params, prompts, max_new_tokens=12, sampling=greedy)
@@ -195,9 +191,7 @@ def test_cache_grows_across_turns(tiny_model):
 def test_sharded_sampler_equals_unsharded(tiny_model, axes):
     # data x tensor: one program over the mesh; data alone: each device runs its own rows' turn.
     mesh = shd.make_mesh(**axes, devices=jax.devices()[:math.prod(axes.values())])
-    graphdef, state = nnx.split(tiny_model)
-    sharded_params = shd.shard_state(state, mesh)
-    sampler = Sampler(graphdef, tiny_model.config, mesh=mesh)
+    sampler, sharded_params = Sampler.for_model(tiny_model, mesh=mesh)
     prompts = [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10], [11, 12]]
     sp = SamplingParams(temperature=1.0, top_k=8)
     ours = sampler.generate(sharded_params, prompts, max_new_tokens=8, sampling=sp, seed=5)
