@@ -88,6 +88,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.advantage.norm_std = True  # False is Dr.GRPO
     c.advantage.batch_weight = 0.5  # group_then_batch: weight of the group-vs-batch term
     c.advantage.truncation_penalty = 1.0  # truncated episode with no finished failure in its group loses this
+    c.advantage.step_weight = 0.0  # > 0: + this x a step-level term over turns with the same observation
+    c.advantage.gamma = 0.95  # discount of that term's return-to-go
 
     c.rollout_correction = ml_collections.ConfigDict()  # sampler/trainer mismatch (needs recompute_old_logp)
     c.rollout_correction.mode = "none"  # none | tis (truncated IS per token) | mis (masked IS per row)

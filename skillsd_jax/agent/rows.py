@@ -34,6 +34,7 @@ class Rows:
     teacher_attention_mask: np.ndarray  # [R, Tt] int32
     teacher_index: np.ndarray  # [R, T] int32 (0 off the loss mask)
     episode_index: np.ndarray  # [R] int32 (-1 for padding rows)
+    turn_index: np.ndarray  # [R, T] int32: the episode turn of each response token (-1 elsewhere)
     has_guidance: np.ndarray  # [R] float32: 1 where the teacher prompt carries a guidance block
     num_real: int
 
@@ -66,6 +67,7 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
     Rows longer than `max_length` are cut from the left of the response region (never the prompt).
     """
     students: list[tuple[list[int], list[float], list[float]]] = []  # ids, loss mask, old logp
+    turn_of: list[list[int]] = []  # per student token: its turn (-1 off the responses)
     teachers: list[tuple[list[int], int]] = []  # teacher ids, offset of shared tokens
     ep_index: list[int] = []
     guided: list[float] = []
@@ -82,6 +84,7 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
                 mask = [0.0] * len(s_prompt) + [1.0] * len(turn.response_ids)
                 logp = [0.0] * len(s_prompt) + list(turn.response_logprobs)
                 students.append((ids, mask, logp))
+                turn_of.append([-1] * len(s_prompt) + [k] * len(turn.response_ids))
                 teachers.append((t_prompt + list(turn.response_ids), len(t_prompt) - len(s_prompt)))
                 ep_index.append(e)
                 guided.append(1.0 if guide else 0.0)
@@ -90,15 +93,19 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
                      else prompts.first_prompt(ep, student_guidance(ep)))
             t_first = prompts.first_prompt(ep, guide) if guide else first
             ids, mask, logp = list(first), [0.0] * len(first), [0.0] * len(first)
+            turns = [-1] * len(first)
             for k, turn in enumerate(ep.turns):
                 if k > 0:
                     ids += turn.prompt_ids
                     mask += [0.0] * len(turn.prompt_ids)
                     logp += [0.0] * len(turn.prompt_ids)
+                    turns += [-1] * len(turn.prompt_ids)
                 ids += turn.response_ids
                 mask += [1.0] * len(turn.response_ids)
                 logp += turn.response_logprobs
+                turns += [k] * len(turn.response_ids)
             students.append((ids, mask, logp))
+            turn_of.append(turns)
             teachers.append((t_first + ids[len(first):], len(t_first) - len(first)))
             ep_index.append(e)
             guided.append(1.0 if guide else 0.0)
@@ -109,6 +116,7 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
         for r, (ids, mask, logp) in enumerate(students):
             if len(ids) > max_length:  # drop the row's tail: keeps prompt/response alignment simple
                 students[r] = (ids[:max_length], mask[:max_length], logp[:max_length])
+                turn_of[r] = turn_of[r][:max_length]
                 t_ids, off = teachers[r]
                 teachers[r] = (t_ids[:max_length + off], off)
 
@@ -120,6 +128,7 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
                loss_mask=np.zeros((rows, t), np.float32), old_logp=np.zeros((rows, t), np.float32),
                teacher_ids=np.zeros((rows, tt), np.int32), teacher_attention_mask=np.zeros((rows, tt), np.int32),
                teacher_index=np.zeros((rows, t), np.int32), episode_index=np.full((rows,), -1, np.int32),
+               turn_index=np.full((rows, t), -1, np.int32),
                has_guidance=np.zeros((rows,), np.float32), num_real=n)
     for r, ((ids, mask, logp), (t_ids, off)) in enumerate(zip(students, teachers)):
         L = len(ids)
@@ -132,8 +141,10 @@ def build_rows(episodes: Sequence[Episode], prompts: PromptBuilder, layout: str,
         pos = np.arange(L) + off
         out.teacher_index[r, :L] = np.where(np.asarray(mask) > 0, pos, 0)
         out.episode_index[r] = ep_index[r]
+        out.turn_index[r, :L] = turn_of[r]
         out.has_guidance[r] = guided[r]
     out.loss_mask[:, 0] = 0.0  # the first token has no context (never a response token in practice)
+    out.turn_index[:, 0] = -1
     return out
 
 
@@ -142,4 +153,18 @@ def row_advantages(rows: Rows, episode_advantages: np.ndarray) -> np.ndarray:
     adv = np.zeros(rows.episode_index.shape, np.float32)
     real = rows.episode_index >= 0
     adv[real] = np.asarray(episode_advantages, np.float32)[rows.episode_index[real]]
+    return adv
+
+
+def token_advantages(rows: Rows, episode_advantages: np.ndarray, turn_advantages: Sequence[np.ndarray],
+                     turn_weight: float) -> np.ndarray:
+    """`[R, T]` advantages: each token its episode's advantage plus `turn_weight` times its turn's
+    (`turn_advantages[e][k]` for turn k of episode e); padding rows 0."""
+    adv = np.zeros(rows.input_ids.shape, np.float32)
+    episode_advantages = np.asarray(episode_advantages, np.float32)
+    for r in np.flatnonzero(rows.episode_index >= 0):
+        e = rows.episode_index[r]
+        adv[r] = episode_advantages[e]
+        on = rows.turn_index[r] >= 0
+        adv[r, on] += turn_weight * np.asarray(turn_advantages[e], np.float32)[rows.turn_index[r, on]]
     return adv

@@ -47,7 +47,8 @@ def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = N
     finally:
         rollout.pool.close()
     results = {k.removeprefix("eval/"): v for k, v in metrics.items()}
-    return {"source": source, "env": config.env.name, "split": "test", **results}
+    return {"source": source, "env": config.env.name, "split": str(config.env.eval_kwargs.get("split", "test")),
+            **results}
 
 
 def main(argv: list[str]) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from skillsd_jax.agent import Episode, PromptBuilder, build_rows, row_advantages
+from skillsd_jax.agent import Episode, PromptBuilder, build_rows, row_advantages, token_advantages
 from skillsd_jax.train.batch import TrainBatch
 from skillsd_jax.train.evaluate import episode_metrics
 from skillsd_jax.train.methods import Method
-from skillsd_jax.train.returns import AdvantageConfig, advantages, episode_returns
+from skillsd_jax.train.returns import AdvantageConfig, advantages, episode_returns, step_advantages
 from skillsd_jax.train.rollout_correction import RolloutCorrectionConfig, rollout_weights
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,12 @@ def make_batch(episodes: Sequence[Episode], method: Method, prompts: PromptBuild
                                  "advantage/abs_mean": float(np.abs(ep_adv[valid]).mean()) if valid.any() else 0.0,
                                  "advantage/zero_frac": float((np.abs(ep_adv[valid]) < 1e-6).mean())
                                  if valid.any() else 0.0}
+    if spec.advantage.step_weight > 0:
+        per_turn, step_metrics = step_advantages(episodes, groups, valid, spec.advantage)
+        metrics.update(step_metrics)
+        adv = token_advantages(rows, ep_adv, per_turn, spec.advantage.step_weight)
+    else:
+        adv = row_advantages(rows, ep_adv)
 
     sampler_logp = rows.old_logp
     old_logp, weights = sampler_logp, None
@@ -119,7 +125,7 @@ def make_batch(episodes: Sequence[Episode], method: Method, prompts: PromptBuild
     batch = TrainBatch(
         input_ids=rows.input_ids, attention_mask=rows.attention_mask, loss_mask=rows.loss_mask,
         old_logp=old_logp.astype(np.float32), teacher_logp=teacher_logp.astype(np.float32),
-        advantages=row_advantages(rows, ep_adv), sdl_mask=sdl_rows.astype(np.float32),
+        advantages=adv, sdl_mask=sdl_rows.astype(np.float32),
         ref_logp=(np.asarray(scoring.score(scoring.reference, rows.input_ids, rows.attention_mask)) * rows.loss_mask
                   if scoring.reference is not None else None),
         rollout_weights=weights,

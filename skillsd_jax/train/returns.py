@@ -18,10 +18,21 @@ Baselines (`advantage.mode`):
     relative to the rest of the batch, where the environment's return allows it (shaped returns
     such as Sokoban's `distance_shaping` make failures differ too).
 `norm_std=False` (Dr.GRPO) drops the division by the group std in every mode.
+
+Step-level credit (`step_weight` > 0). An episode-level advantage gives all fifteen moves of an
+episode the same sign, so a policy learns which *state* calls for which move only slowly. With
+`step_weight = w` every turn gets `A_episode + w * A_step`: the turns of one group that answered the
+*same observation* (the episodes' shared first state, states revisited after an invalid answer or a
+move into a wall, paths that meet) form an anchor group, and `A_step` is the turn's discounted
+return-to-go (`gamma`) normalized within its anchor group as GRPO's is (Bessel std) (zero for a turn whose
+observation no other turn of the group answered). The idea is GiGPO's (verl-agent); observations
+must render the state (Sokoban's do). Truncated, unwon episodes take no part in the step term
+(their return-to-go is cut short, so it would rank them above finished failures).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Sequence
 
@@ -41,12 +52,16 @@ class AdvantageConfig:
     norm_std: bool = True  # False: Dr.GRPO (no division by the group std)
     batch_weight: float = 0.5  # group_then_batch: weight of the group-vs-batch term
     truncation_penalty: float = 1.0  # a truncated episode in a group with no finished failure loses this
+    step_weight: float = 0.0  # > 0: add the step-level term (same observation within a group)
+    gamma: float = 0.95  # discount of the step-level return-to-go
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"advantage.mode must be one of {MODES}, got {self.mode!r}")
-        if self.batch_weight < 0 or self.truncation_penalty < 0:
-            raise ValueError("advantage.batch_weight and advantage.truncation_penalty must be >= 0")
+        if self.batch_weight < 0 or self.truncation_penalty < 0 or self.step_weight < 0:
+            raise ValueError("advantage.batch_weight, truncation_penalty and step_weight must be >= 0")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"advantage.gamma must be in (0, 1], got {self.gamma}")
 
 
 def is_truncated(ep: Episode) -> bool:
@@ -85,3 +100,43 @@ def advantages(returns: np.ndarray, groups: np.ndarray, valid: np.ndarray, confi
     batch_std = returns[valid].std() + EPS
     between = (group_mean - returns[valid].mean()) / batch_std
     return np.where(valid, grpo + config.batch_weight * between, 0.0).astype(np.float32)
+
+
+def returns_to_go(rewards: Sequence[float], gamma: float) -> np.ndarray:
+    """`G_k = sum_j>=k gamma^(j-k) r_j` for every turn k."""
+    out = np.zeros(len(rewards), np.float64)
+    acc = 0.0
+    for k in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[k]) + gamma * acc
+        out[k] = acc
+    return out
+
+
+def step_advantages(episodes: Sequence[Episode], groups: np.ndarray, valid: np.ndarray,
+                    config: AdvantageConfig) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Per-turn step-level advantages `A_step` of every episode (module docstring) and their metrics:
+    `advantage/step_anchored` (share of turns in an anchor group of two or more) and
+    `advantage/step_abs_mean` (mean |A_step| over those turns)."""
+    out = [np.zeros(len(ep.turns), np.float32) for ep in episodes]
+    anchors: dict[tuple[int, str], list[tuple[int, int, float]]] = collections.defaultdict(list)
+    turns = 0
+    for e, ep in enumerate(episodes):
+        if not valid[e] or is_truncated(ep):
+            continue
+        turns += len(ep.turns)
+        for k, g in enumerate(returns_to_go([t.reward for t in ep.turns], config.gamma)):
+            anchors[(int(groups[e]), ep.turns[k].observation)].append((e, k, g))
+    anchored, total_abs = 0, 0.0
+    for members in anchors.values():
+        if len(members) < 2:
+            continue
+        values = np.asarray([g for _, _, g in members])
+        values = values - values[0]  # equal returns then centre to exactly 0 (no ulp for /EPS to blow up)
+        centred = values - values.mean()
+        scaled = centred / (values.std(ddof=1) + EPS) if config.norm_std else centred  # Bessel, as GRPO's
+        for (e, k, _), a in zip(members, scaled):
+            out[e][k] = a
+        anchored += len(members)
+        total_abs += float(np.abs(scaled).sum())
+    return out, {"advantage/step_anchored": anchored / turns if turns else 0.0,
+                 "advantage/step_abs_mean": total_abs / anchored if anchored else 0.0}

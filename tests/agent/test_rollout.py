@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -52,6 +51,15 @@ def test_rollout_and_rows_line_up(policy, layout):
     gathered = np.take_along_axis(rows.teacher_ids, rows.teacher_index, axis=1)
     np.testing.assert_array_equal(gathered[on], rows.input_ids[on])
     assert rows.has_guidance[:rows.num_real].all()
+    # turn_index names the turn of every response token (the map of the step-level advantage).
+    assert ((rows.turn_index >= 0) == on).all()
+    seen = set()
+    for r in range(rows.num_real):
+        e = int(rows.episode_index[r])
+        for k in np.unique(rows.turn_index[r][rows.turn_index[r] >= 0]):
+            np.testing.assert_array_equal(rows.input_ids[r][rows.turn_index[r] == k], episodes[e].turns[k].response_ids)
+            seen.add((e, int(k)))
+    assert seen == {(e, k) for e, ep in enumerate(episodes) for k, t in enumerate(ep.turns) if t.response_ids}
     text = tok.decode(rows.teacher_ids[0][rows.teacher_attention_mask[0] > 0])
     assert "Privileged information" in text and "Privileged" not in tok.decode(rows.input_ids[0])
     # Sampler log-probs line up with the tokens: the trainer's forward scores them identically.

@@ -48,6 +48,17 @@ def test_make_batch_without_a_trainer():
     off = steps.BatchSpec(layout="trajectory", sdl_on=False, length_quantum=16)
     batch, m = steps.make_batch(eps, get_method("grpo"), prompts, guide, steps.Scoring(score, 0.0, -0.25), off)
     assert calls == [] and batch.sdl_mask.sum() == 0 and m["rows/sdl_rows"] == 0
+    # Step-level credit: per-token advantages; all four episodes answered the same observation "grid"
+    # within their group, so task a's turns are ranked by their return-to-go on top of GRPO's term.
+    step = steps.BatchSpec(layout="trajectory", sdl_on=False, length_quantum=16,
+                           advantage=steps.AdvantageConfig(step_weight=0.5))
+    batch, m = steps.make_batch(eps, get_method("grpo"), prompts, guide, steps.Scoring(score, 0.0, -0.25), step)
+    assert batch.advantages.shape == batch.loss_mask.shape and m["advantage/step_anchored"] == 1.0
+    on = batch.loss_mask > 0
+    grpo = 1 / np.sqrt(2)  # returns +-1, Bessel std sqrt(2): the same for both terms here
+    np.testing.assert_allclose(batch.advantages[0][on[0]], grpo + 0.5 * grpo, rtol=1e-5)
+    np.testing.assert_allclose(batch.advantages[1][on[1]], -grpo - 0.5 * grpo, rtol=1e-5)
+    np.testing.assert_allclose(batch.advantages[2][on[2]], 0.0)
 
 
 def test_credit_groups_by_task_and_skips_crashed():
@@ -111,3 +122,21 @@ def test_teacher_gain_split_by_outcome():
                  "teacher/skill_logp_gain_lost": -0.5}
     only_lost = steps.teacher_gain_metrics(gain, on * np.array([[0], [1], [0]]), np.array([0, 1, -1]), eps)
     assert "teacher/skill_logp_gain_won" not in only_lost
+
+
+def test_episode_metrics_action_entropy():
+    from skillsd_jax.train.evaluate import episode_metrics
+
+    def ep(actions):
+        turns = [Turn(observation="grid", response_text="", action=a, action_valid=a is not None, reward=0.0,
+                      done=False) for a in actions]
+        return Episode(episode_id="e", env_name="sokoban", task_id="t", seed=0, initial_observation="grid",
+                       turns=turns)
+
+    m = episode_metrics([ep(["up", "up", None]), ep(["down"])], "eval")
+    p = np.asarray([2 / 3, 1 / 3])
+    assert abs(m["eval/action_entropy"] - float(-(p * np.log(p)).sum())) < 1e-12
+    assert episode_metrics([ep(["up", "up"])], "eval")["eval/action_entropy"] == 0.0
+    assert episode_metrics([ep([None])], "eval")["eval/action_entropy"] == 0.0  # no valid action
+    four = episode_metrics([ep(["up", "down", "left", "right"])], "eval")["eval/action_entropy"]
+    assert abs(four - np.log(4)) < 1e-12
