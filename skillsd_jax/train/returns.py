@@ -24,8 +24,8 @@ episode the same sign, so a policy learns which *state* calls for which move onl
 `step_weight = w` every turn gets `A_episode + w * A_step`: the turns of one group that answered the
 *same observation* (the episodes' shared first state, states revisited after an invalid answer or a
 move into a wall, paths that meet) form an anchor group, and `A_step` is the turn's discounted
-return-to-go (`gamma`) normalized within its anchor group as GRPO's is (Bessel std) (zero for a turn whose
-observation no other turn of the group answered). The idea is GiGPO's (verl-agent); observations
+return-to-go (`gamma`) normalized within its anchor group as GRPO's is (Bessel std); a turn whose
+observation no other turn of the group answered gets zero. The idea is GiGPO's (verl-agent); observations
 must render the state (Sokoban's do). Truncated, unwon episodes take no part in the step term
 (their return-to-go is cut short, so it would rank them above finished failures).
 """

@@ -110,3 +110,10 @@ def test_token_advantages_follow_each_tokens_turn(layout):
     by_token = dict(zip(rows.input_ids[on].tolist(), adv[on].tolist()))
     assert by_token == {4: 0.75, 5: 0.75, 7: 0.0, 8: 0.0, 9: 0.0}
     assert ((rows.turn_index >= 0) == on).all()
+
+
+def test_step_settings_are_checked():
+    with pytest.raises(ValueError, match="gamma"):
+        AdvantageConfig(step_weight=1.0, gamma=0.0)
+    with pytest.raises(ValueError, match="step_weight"):
+        AdvantageConfig(step_weight=-1.0)
