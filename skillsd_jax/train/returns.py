@@ -32,7 +32,6 @@ must render the state (Sokoban's do). Truncated, unwon episodes take no part in 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import Sequence
 
@@ -118,25 +117,25 @@ def step_advantages(episodes: Sequence[Episode], groups: np.ndarray, valid: np.n
     `advantage/step_anchored` (share of turns in an anchor group of two or more) and
     `advantage/step_abs_mean` (mean |A_step| over those turns)."""
     out = [np.zeros(len(ep.turns), np.float32) for ep in episodes]
-    anchors: dict[tuple[int, str], list[tuple[int, int, float]]] = collections.defaultdict(list)
-    turns = 0
+    anchor_of: dict[tuple[int, str], int] = {}  # (group, observation) -> anchor id
+    members: list[tuple[int, int]] = []  # (episode, turn) of every scored turn
+    values, ids = [], []
     for e, ep in enumerate(episodes):
         if not valid[e] or is_truncated(ep):
             continue
-        turns += len(ep.turns)
         for k, g in enumerate(returns_to_go([t.reward for t in ep.turns], config.gamma)):
-            anchors[(int(groups[e]), ep.turns[k].observation)].append((e, k, g))
-    anchored, total_abs = 0, 0.0
-    for members in anchors.values():
-        if len(members) < 2:
-            continue
-        values = np.asarray([g for _, _, g in members])
-        values = values - values[0]  # equal returns then centre to exactly 0 (no ulp for /EPS to blow up)
-        centred = values - values.mean()
-        scaled = centred / (values.std(ddof=1) + EPS) if config.norm_std else centred  # Bessel, as GRPO's
-        for (e, k, _), a in zip(members, scaled):
-            out[e][k] = a
-        anchored += len(members)
-        total_abs += float(np.abs(scaled).sum())
-    return out, {"advantage/step_anchored": anchored / turns if turns else 0.0,
-                 "advantage/step_abs_mean": total_abs / anchored if anchored else 0.0}
+            members.append((e, k))
+            values.append(g)
+            ids.append(anchor_of.setdefault((int(groups[e]), ep.turns[k].observation), len(anchor_of)))
+    if not members:
+        return out, {"advantage/step_anchored": 0.0, "advantage/step_abs_mean": 0.0}
+    ids_arr = np.asarray(ids, np.int32)
+    # The anchor groups are normalized exactly as GRPO's groups are; a lone turn gets no step term.
+    scaled = np.asarray(grpo_advantages(jnp.asarray(values, jnp.float32), jnp.asarray(ids_arr),
+                                        norm_std=config.norm_std), np.float32)
+    anchored = np.bincount(ids_arr)[ids_arr] >= 2
+    scaled = np.where(anchored, scaled, 0.0)
+    for (e, k), a in zip(members, scaled):
+        out[e][k] = a
+    return out, {"advantage/step_anchored": float(anchored.mean()),
+                 "advantage/step_abs_mean": float(np.abs(scaled[anchored]).mean()) if anchored.any() else 0.0}

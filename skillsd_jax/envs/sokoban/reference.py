@@ -10,8 +10,7 @@ import argparse
 import random
 from typing import Any, Sequence
 
-from skillsd_jax.envs.sokoban.env import SokobanEnv
-from skillsd_jax.envs.sokoban.presets import preset_kwargs
+from skillsd_jax.envs.sokoban import make_sokoban
 from skillsd_jax.envs.sokoban.room import ACTIONS
 
 
@@ -20,7 +19,7 @@ def blind_policy_success(seeds: Sequence[int], *, weights: Sequence[float] | Non
                          **env_kwargs: Any) -> float:
     """Success rate of a policy that draws every move from the fixed distribution `weights` over
     `ACTIONS` (uniform when None), whatever it sees: `repeats` episodes on each level seed."""
-    env = SokobanEnv(**preset_kwargs(preset, split=split, **env_kwargs))
+    env = make_sokoban(preset, split=split, **env_kwargs)
     rng = random.Random(rng_seed)
     moves = list(ACTIONS)
     wins = episodes = 0
