@@ -45,12 +45,14 @@ def _pow2_bucket(n: int, minimum: int) -> int:
 
 
 def _chunk_bucket(n: int, minimum: int) -> int:
-    """The smallest of {2^k * (1 + j/4), j = 1..4} >= max(n, minimum), a multiple of 8: at most a fifth of
-    a chunk is padding (prefill FLOPs follow the chunk), at four programs per doubling of the length."""
+    """The smallest of {2^k * (1 + j/8), j = 1..8} >= max(n, minimum) that is a multiple of 8: at most
+    an eighth of a chunk is padding (prefill FLOPs, and for a shared prefix every later attention to
+    it, follow the chunk), at eight programs per doubling of the length (four below 128)."""
     p = _pow2_bucket(n, minimum)
     if p <= minimum or p < 64:
         return p
-    return next(c for c in (p // 2 + j * p // 8 for j in range(1, 5)) if c >= n)
+    step = max(8, p // 16)
+    return next(c for c in range(p // 2 + step, p + 1, step) if c >= n)
 
 
 @dataclasses.dataclass

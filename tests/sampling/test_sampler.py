@@ -232,6 +232,19 @@ def test_programs_are_bucketed(tiny_model):
     assert sampler.num_compilations == 2  # one cache segment initializer + one turn (prefill + decode) program
 
 
+def test_chunk_buckets_bound_padding_and_programs():
+    from skillsd_jax.sampling.engine import _chunk_bucket
+
+    sizes = {n: _chunk_bucket(n, 16) for n in range(1, 2049)}
+    for n, c in sizes.items():
+        assert c >= max(n, 16) and c % 8 == 0
+        if n > 64:
+            assert c - n < c / 8, (n, c)  # at most an eighth of a long chunk is padding
+    assert sizes[67] == 72 and sizes[274] == 288  # a Sokoban observation; its shared instructions
+    for lo in (64, 128, 256, 512, 1024):  # eight programs per doubling of the length
+        assert len({sizes[n] for n in range(lo + 1, 2 * lo + 1)}) == 8
+    assert len({sizes[n] for n in range(33, 65)}) == 4
+
 def test_bad_requests_fail_clearly(tiny_model):
     with pytest.raises(ValueError, match="at least one token"):
         generate(tiny_model, [[1], []], max_new_tokens=2)
