@@ -2,6 +2,7 @@
 
     skillsd-eval --config=configs/sokoban.py --checkpoint=runs/sokoban_verl_agent_skill_sd
     skillsd-eval --config=configs/sokoban.py --hf=/ckpt/exported --num_tasks=64 --output=eval.json
+    skillsd-eval --config=configs/sokoban.py --checkpoint=<run> --answers=answers.jsonl  # every answer, as text
 
 The policy comes from a training checkpoint (the run's config says its architecture) or a local HF
 directory. Episodes are played exactly as the training loop's evaluation plays them (same prompts,
@@ -25,14 +26,17 @@ def _define(values: flags.FlagValues) -> None:
     flags.DEFINE_integer("num_tasks", None, "Test tasks, one episode each (default: config.eval.num_tasks).",
                          flag_values=values)
     flags.DEFINE_string("output", None, "Also write the results as JSON to this file.", flag_values=values)
+    flags.DEFINE_string("answers", None, "Also write every turn's answer (decoded text, parsed action, validity, "
+                        "reward) as JSON lines to this file.", flag_values=values)
 
 
 def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = None,
-             hf_dir: str | None = None) -> dict[str, Any]:
-    """Evaluates the policy on `config.eval.num_tasks` test tasks; metrics without the `eval/` prefix."""
+             hf_dir: str | None = None, answers_path: str | None = None) -> dict[str, Any]:
+    """Evaluates the policy on `config.eval.num_tasks` test tasks; metrics without the `eval/` prefix.
+    With `answers_path`, every turn's answer is written there as JSON lines (`answer_records`)."""
     from skillsd_jax.sampling import Sampler
     from skillsd_jax.train import builders
-    from skillsd_jax.train.evaluate import evaluate_policy
+    from skillsd_jax.train.evaluate import answer_records, evaluate_policy
     from skillsd_jax.train.tasks import task_seeds
 
     from flax import nnx
@@ -42,10 +46,15 @@ def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = N
     sampler = Sampler(graphdef, model.config, cache_dtype=builders.DTYPES[config.model.dtype])
     prompts, env_max_turns = builders.prompt_builder(config, tokenizer)
     rollout = builders.eval_rollout(config, sampler, tokenizer, prompts, env_max_turns, builders.rollout_config(config))
+    episodes: list = []
     try:
-        metrics = evaluate_policy(rollout, params, task_seeds(config)[1])
+        metrics = evaluate_policy(rollout, params, task_seeds(config)[1], episodes_out=episodes)
     finally:
         rollout.pool.close()
+    if answers_path:
+        with open(answers_path, "w") as f:
+            for record in answer_records(episodes):
+                f.write(json.dumps(record) + "\n")
     results = {k.removeprefix("eval/"): v for k, v in metrics.items()}
     return {"source": source, "env": config.env.name, "split": str(config.env.eval_kwargs.get("split", "test")),
             **results}
@@ -59,7 +68,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             raise SystemExit("--num_tasks must be >= 1")
         config.eval.num_tasks = values.num_tasks
     results = run_reporting("skillsd-eval", lambda: evaluate(config, checkpoint=values.checkpoint, step=values.step,
-                                                             hf_dir=values.hf))
+                                                             hf_dir=values.hf, answers_path=values.answers))
     if values.output:
         with open(values.output, "w") as f:
             f.write(json.dumps(results, sort_keys=True) + "\n")

@@ -44,13 +44,25 @@ def action_entropy(actions: Sequence[str | None]) -> float:
 
 
 def evaluate_policy(rollout: RolloutEngine, params: Any, seeds: Sequence[int], *, prefix: str = "eval",
-                    seed: int = EVAL_SEED) -> dict[str, float]:
+                    seed: int = EVAL_SEED, episodes_out: list[Episode] | None = None) -> dict[str, float]:
     """One episode per task seed with `rollout`'s sampling settings; `episode_metrics` plus the success
-    rate's 95% Wilson interval (`success_ci95_lo/hi`), `num_episodes` played and the wall time."""
+    rate's 95% Wilson interval (`success_ci95_lo/hi`), `num_episodes` played and the wall time. The
+    episodes themselves are appended to `episodes_out` when given."""
     episodes, stats = rollout.run(params, list(seeds), 1, seed=seed, episode_prefix=prefix)
+    if episodes_out is not None:
+        episodes_out.extend(episodes)
     out = episode_metrics(episodes, prefix)
     ok = [ep for ep in episodes if ep.error is None]
     lo, hi = wilson_interval(sum(bool(ep.won) for ep in ok), len(ok))
     out.update({f"{prefix}/success_ci95_lo": lo, f"{prefix}/success_ci95_hi": hi,
                 f"{prefix}/num_episodes": float(len(episodes)), f"{prefix}/seconds": stats.total_s})
     return out
+
+
+def answer_records(episodes: Sequence[Episode]) -> list[dict[str, Any]]:
+    """One record per turn: what the policy answered (decoded text), what the environment parsed from
+    it, and what that earned: for reading what a policy actually says, not only its rates."""
+    return [{"task_id": ep.task_id, "episode_id": ep.episode_id, "turn": i, "response": t.response_text,
+             "action": t.action, "valid": t.action_valid, "stop_reason": t.stop_reason, "reward": t.reward,
+             "won": ep.won, "error": ep.error}
+            for ep in episodes for i, t in enumerate(ep.turns)]

@@ -95,9 +95,16 @@ def test_eval_checkpoint_and_its_export_agree(run_dir, tmp_path):
     export_cli.main(_argv(root, f"--checkpoint={root / 'run'}", f"--out={hf_dir}"))
     out_file = tmp_path / "eval.json"
     common = ["--num_tasks=3", "--config.rollout.max_turns=2"]
-    from_ckpt = eval_cli.main(_argv(root, f"--checkpoint={root / 'run'}", *common, f"--output={out_file}"))
+    answers_file = tmp_path / "answers.jsonl"
+    from_ckpt = eval_cli.main(_argv(root, f"--checkpoint={root / 'run'}", *common, f"--output={out_file}",
+                                    f"--answers={answers_file}"))
     from_hf = eval_cli.main(_argv(root, f"--hf={hf_dir}", *common))
     assert json.loads(out_file.read_text()) == from_ckpt
+    # Every turn's answer, consistent with the rates reported for the same episodes.
+    answers = [json.loads(line) for line in answers_file.read_text().splitlines()]
+    assert len({a["episode_id"] for a in answers}) == 3 and {a["turn"] for a in answers} <= {0, 1}
+    assert np.mean([a["valid"] for a in answers]) == pytest.approx(from_ckpt["valid_action_rate"])
+    assert all(isinstance(a["response"], str) and (a["action"] is None) != a["valid"] for a in answers)
     assert from_ckpt["num_episodes"] == 3 and from_ckpt["split"] == "test" and from_ckpt["env"] == "sokoban"
     assert 0.0 <= from_ckpt["success_ci95_lo"] <= from_ckpt["success_rate"] <= from_ckpt["success_ci95_hi"] <= 1.0
     # Greedy episodes of the same parameters: the same results whichever way the policy was loaded.
