@@ -47,7 +47,8 @@ def _pow2_bucket(n: int, minimum: int) -> int:
 def _chunk_bucket(n: int, minimum: int) -> int:
     """The smallest of {2^k * (1 + j/8), j = 1..8} >= max(n, minimum) that is a multiple of 8: at most
     an eighth of a chunk is padding (prefill FLOPs, and for a shared prefix every later attention to
-    it, follow the chunk), at eight programs per doubling of the length (four below 128)."""
+    it, follow the chunk), at eight programs per doubling of the length (four from 33 to 64, powers of
+    two below)."""
     p = _pow2_bucket(n, minimum)
     if p <= minimum or p < 64:
         return p
