@@ -12,6 +12,7 @@ rollout engine and metrics; `config.eval.temperature`, greedy by default): one p
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from absl import flags
@@ -67,6 +68,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         if values.num_tasks < 1:
             raise SystemExit("--num_tasks must be >= 1")
         config.eval.num_tasks = values.num_tasks
+    for flag in ("output", "answers"):  # checked before the episodes are played, not after
+        path = getattr(values, flag)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise SystemExit(f"--{flag}={path}: its directory does not exist")
     results = run_reporting("skillsd-eval", lambda: evaluate(config, checkpoint=values.checkpoint, step=values.step,
                                                              hf_dir=values.hf, answers_path=values.answers))
     if values.output:

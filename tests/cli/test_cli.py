@@ -118,6 +118,9 @@ def test_eval_needs_exactly_one_policy(run_dir, tmp_path):
         eval_cli.main(_argv(root))
     with pytest.raises(SystemExit, match="no config.json"):
         eval_cli.main(_argv(root, f"--hf={tmp_path}"))
+    for flag in ("output", "answers"):
+        with pytest.raises(SystemExit, match=f"--{flag}=.*directory does not exist"):
+            eval_cli.main(_argv(root, f"--hf={tmp_path}", f"--{flag}={tmp_path / 'missing' / 'x.json'}"))
 
 
 def test_console_scripts_are_registered_and_start():
