@@ -107,6 +107,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.kl_coef = 0.0  # KL to the initial policy (off by default)
     c.loss.kl_kind = "k3"  # k1 | k2 | k3 | k3+
     c.loss.entropy_coef = 0.0
+    # Entropy of the policy over the environment's choice words only, at the token after `choice_after`
+    # (an environment config names its words, e.g. Sokoban's four moves); 0: off.
+    c.loss.choice_entropy_coef = 0.0
+    c.loss.choice_after = "<action>"
+    c.loss.choice_words = ()
     c.loss.agg = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
     c.loss.norm_length = None  # seq-mean-token-sum-norm constant
     c.loss.logprob_chunk = 0  # sequence chunk of the chunked log-softmax (0: automatic by size)

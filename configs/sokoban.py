@@ -47,6 +47,7 @@ def get_config(arg: str | None = None):
     c.ppo.minibatches = 4  # four PPO steps an iteration (validation: +5 points sampled vs +3 with one step)
     c.optimizer.total_steps = c.num_iterations * c.ppo.minibatches
     c.loss.sdl_coef = 1e-3
+    c.loss.choice_words = ("up", "down", "left", "right")  # the moves, for loss.choice_entropy_coef
     c.eval.every = 0  # held-out evaluation at the start of RL and at the end (256 levels each)
     # Sampled at the rollout temperature, the policy RL trains. The greedy policy of a short cold start
     # is one repeated move (docs/results.md); `eval.greedy_too=True` plays it too, at twice the cost.

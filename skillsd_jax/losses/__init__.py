@@ -12,7 +12,7 @@ from skillsd_jax.losses.aggregation import (
     masked_mean,
 )
 from skillsd_jax.losses.distill import sdl_loss
-from skillsd_jax.losses.entropy import entropy_from_logits, entropy_loss
+from skillsd_jax.losses.entropy import choice_entropy_loss, choice_positions, entropy_from_logits, entropy_loss
 from skillsd_jax.losses.grpo import LOG_RATIO_CLAMP, grpo_advantages, ppo_clip_loss
 from skillsd_jax.losses.kl import KL_KINDS, kl_penalty, kl_penalty_loss
 from skillsd_jax.losses.vocab_kl import (
@@ -28,6 +28,8 @@ __all__ = [
     "LOG_RATIO_CLAMP",
     "TINY",
     "aggregate",
+    "choice_entropy_loss",
+    "choice_positions",
     "aggregate_loss",
     "entropy_from_logits",
     "entropy_loss",

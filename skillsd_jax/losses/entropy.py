@@ -37,3 +37,23 @@ def entropy_loss(
     m = as_mask(mask_BxT, entropy_BxT)
     loss, total, count = aggregate_loss(entropy_BxT, m, agg, norm_length=norm_length)
     return loss, {"sum": total, "count": count, "tokens": jnp.sum(m)}
+
+
+def choice_positions(input_ids_BxT: jax.Array, loss_mask_BxT: jax.Array, after_token: int) -> jax.Array:
+    """`[B,T]` float mask of the trained positions that directly follow `after_token` (e.g. the token
+    right after `<action>`, where an agent names its move), token-aligned like the loss mask."""
+    prev = jnp.concatenate([jnp.full_like(input_ids_BxT[:, :1], -1), input_ids_BxT[:, :-1]], axis=1)
+    return ((prev == after_token) & (jnp.asarray(loss_mask_BxT) > 0)).astype(jnp.float32)
+
+
+def choice_entropy_loss(choice_logits_BxTxC: jax.Array, mask_BxT: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    """Entropy of the policy restricted to C choice tokens (softmax over their logits only), averaged
+    over the masked positions (positive; the trainer adds `-coef * loss`).
+
+    Unlike the token entropy bonus, its gradient moves only the choice logits relative to each other:
+    it keeps the choices diverse without moving mass off them (toward invalid answers, say).
+    """
+    ent = entropy_from_logits(choice_logits_BxTxC, mask_BxT)
+    m = as_mask(mask_BxT, ent)
+    total, count = jnp.sum(ent * m), jnp.sum(m)
+    return total / jnp.maximum(count, 1e-8), {"sum": total, "count": count}

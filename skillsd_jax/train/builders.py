@@ -19,6 +19,7 @@ from skillsd_jax.envs.pool import EnvPool
 from skillsd_jax.models import ModelConfig, Transformer, load_hf_model
 from skillsd_jax.sampling import Sampler
 from skillsd_jax.train.config_utils import dataclass_from, to_dict
+from skillsd_jax.train.step import LossConfig
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -100,6 +101,29 @@ def prompt_builder(config: Any, tokenizer: Any) -> tuple[PromptBuilder, int]:
     finally:
         env.close()
     return PromptBuilder(tokenizer, instructions, dataclass_from(config.prompt, PromptConfig, "prompt")), max_turns
+
+
+CHOICE_KEYS = ("choice_after", "choice_words")  # config.loss fields given as text, passed on as token ids
+
+
+def loss_config(config: Any, tokenizer: Any, **overrides: Any) -> LossConfig:
+    """`config.loss` as a `LossConfig`, the choice-entropy tag and words turned into token ids.
+
+    Each choice word and the tag must be exactly one token of `tokenizer` (the term scores one
+    position): anything else is a clear error naming the word.
+    """
+    section = {k: v for k, v in to_dict(config.loss).items() if k not in CHOICE_KEYS}
+    if float(section.get("choice_entropy_coef", 0.0)) > 0:
+        def one_token(text: str) -> int:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(f"config.loss: choice entropy needs {text!r} to be one token, the tokenizer "
+                                 f"gives {len(ids)} ({ids})")
+            return int(ids[0])
+
+        overrides.update(choice_after_token=one_token(config.loss.get("choice_after", "")),
+                         choice_tokens=tuple(one_token(w) for w in config.loss.get("choice_words", ())))
+    return dataclass_from(section, LossConfig, "loss", **overrides)
 
 
 def rollout_config(config: Any) -> RolloutConfig:

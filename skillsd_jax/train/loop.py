@@ -36,7 +36,7 @@ from skillsd_jax.train.optimizer import OptimizerConfig, make_optimizer
 from skillsd_jax.train.returns import AdvantageConfig
 from skillsd_jax.train.rollout_correction import RolloutCorrectionConfig
 from skillsd_jax.train.state import TeacherSyncConfig, init_state, sync_teacher, teacher_params
-from skillsd_jax.train.step import LossConfig, StepConfig, make_score_fn, make_train_step
+from skillsd_jax.train.step import StepConfig, make_score_fn, make_train_step
 from skillsd_jax.train.tasks import TaskIterator, task_seeds
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,10 @@ class Trainer:
         params = nnx.to_pure_dict(model_state)
         del model, model_state
 
-        loss = dataclass_from(c.loss, LossConfig, "loss",
-                              grpo_coef=c.loss.grpo_coef if self.method.grpo else 0.0,
-                              sdl_coef=c.loss.sdl_coef if self.method.sdl else 0.0,
-                              temperature=float(c.rollout.temperature))
+        loss = builders.loss_config(c, self.tokenizer,
+                                    grpo_coef=c.loss.grpo_coef if self.method.grpo else 0.0,
+                                    sdl_coef=c.loss.sdl_coef if self.method.sdl else 0.0,
+                                    temperature=float(c.rollout.temperature))
         # Whether the teacher term is on is decided here, once: it drives the teacher prompts, the
         # teacher scoring and the batch's SDL mask.
         self.sdl_on = self.method.sdl and loss.sdl_coef > 0

@@ -91,7 +91,7 @@ def sft_loss(params: Any, graphdef: Any, ids: jax.Array, attention_mask: jax.Arr
     from flax import nnx
 
     model = nnx.merge(graphdef, params)
-    logp, _ = aligned_logprobs(model, ids, attention_mask, chunk, with_entropy=False)
+    logp = aligned_logprobs(model, ids, attention_mask, chunk, with_entropy=False)[0]
     n = jnp.maximum(loss_mask.sum(), 1.0)
     nll = -(logp * loss_mask).sum() / n
     acc = ((logp > np.log(0.5)) * loss_mask).sum() / n  # tokens predicted with p > 1/2

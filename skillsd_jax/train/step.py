@@ -1,6 +1,7 @@
 """The pure train step `train_step(state, batch) -> (state, metrics)` and the scoring forward.
 
-`L = grpo_coef * L_GRPO + sdl_coef * L_SDL (+ kl_coef * L_KL - entropy_coef * H)`. The batch is split
+`L = grpo_coef * L_GRPO + sdl_coef * L_SDL (+ kl_coef * L_KL - entropy_coef * H - choice_entropy_coef * H_C)`,
+`H_C` being the entropy of the policy restricted to a few choice tokens (the moves) where a choice is named. The batch is split
 into micro-batches whose gradients are summed, each micro-batch's loss sums divided by the GLOBAL
 denominators (computed from the masks up front), so accumulation reproduces the full batch exactly.
 A non-finite loss or gradient leaves parameters and optimizer state untouched and counts a skip.
@@ -41,6 +42,11 @@ class LossConfig:
     kl_coef: float = 0.0  # KL to a reference policy (batch.ref_logp)
     kl_kind: str = "k3"
     entropy_coef: float = 0.0
+    # Entropy over the choice tokens only (their softmax renormalized), at the position after
+    # `choice_after_token`: keeps the moves diverse without moving mass off them (docs/algorithm.md).
+    choice_entropy_coef: float = 0.0
+    choice_after_token: int = -1
+    choice_tokens: tuple[int, ...] = ()
     agg: str = "token-mean"
     norm_length: int | None = None  # seq-mean-token-sum-norm constant (default: row length T)
     logprob_chunk: int = 0  # sequence chunk of the log-softmax; 0: automatic
@@ -52,9 +58,13 @@ class LossConfig:
             raise ValueError(f"loss.sdl_kind must be one of {SDL_KINDS}, got {self.sdl_kind!r}")
         if self.kl_kind not in losses.KL_KINDS:
             raise ValueError(f"loss.kl_kind must be one of {losses.KL_KINDS}, got {self.kl_kind!r}")
-        for name in ("grpo_coef", "sdl_coef", "kl_coef", "entropy_coef"):
+        for name in ("grpo_coef", "sdl_coef", "kl_coef", "entropy_coef", "choice_entropy_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.choice_entropy_coef > 0:
+            if self.choice_after_token < 0 or len(set(self.choice_tokens)) < 2:
+                raise ValueError("loss.choice_entropy_coef > 0 needs the token that opens a choice and at least two "
+                                 f"distinct choice tokens, got {self.choice_after_token} and {self.choice_tokens}")
         if self.eps_low < 0 or self.eps_high < 0:
             raise ValueError("loss.eps_low and loss.eps_high must be >= 0")
         if not self.temperature > 0:
@@ -74,14 +84,24 @@ class StepConfig:
 
 
 def aligned_logprobs(model, ids: Array, attention_mask: Array, chunk: int, with_entropy: bool,
-                     temperature: float = 1.0):
-    """Token-aligned log-probs: `[:, t]` = log p(ids[t] | ids[<t]) at `temperature`; position 0 gets 0."""
+                     temperature: float = 1.0, choice_tokens: tuple[int, ...] = ()):
+    """Token-aligned log-probs: `[:, t]` = log p(ids[t] | ids[<t]) at `temperature`; position 0 gets 0.
+
+    Returns `(logp, entropy or None, choice logits or None)`; with `choice_tokens`, the third is the
+    `[B,T,C]` tempered logits of just those tokens, aligned the same way.
+    """
     h = model.hidden_states(ids, attention_mask=attention_mask)
     targets = jnp.concatenate([ids[:, 1:], jnp.zeros_like(ids[:, :1])], axis=1)
-    logp, ent = chunked_logprobs(h, model.unembedding(), targets, chunk_size=chunk, with_entropy=with_entropy,
+    w = model.unembedding()
+    logp, ent = chunked_logprobs(h, w, targets, chunk_size=chunk, with_entropy=with_entropy,
                                  compute_dtype=model.dtype, temperature=temperature)
     shift = lambda x: jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
-    return shift(logp), (shift(ent) if with_entropy else None)
+    choice = None
+    if choice_tokens:
+        w_c = w[:, jnp.asarray(choice_tokens, jnp.int32)].astype(model.dtype)
+        choice = shift(jnp.einsum("btd,dc->btc", h.astype(model.dtype), w_c,
+                                  preferred_element_type=jnp.float32) / temperature)
+    return shift(logp), (shift(ent) if with_entropy else None), choice
 
 
 def score(graphdef: Any, params: Any, input_ids: Array, attention_mask: Array, *, chunk: int = 0,
@@ -152,8 +172,11 @@ def _denominators(batch: TrainBatch, cfg: LossConfig) -> dict[str, Array]:
     norm = cfg.norm_length or batch.input_ids.shape[-1]
     zeros = jnp.zeros(batch.loss_mask.shape, jnp.float32)
     sdl_mask = batch.loss_mask * batch.sdl_mask[..., None]
-    return {"policy": losses.aggregate(zeros, batch.loss_mask, cfg.agg, norm_length=norm)[1],
-            "sdl": losses.aggregate(zeros, sdl_mask, cfg.agg, norm_length=norm)[1]}
+    out = {"policy": losses.aggregate(zeros, batch.loss_mask, cfg.agg, norm_length=norm)[1],
+           "sdl": losses.aggregate(zeros, sdl_mask, cfg.agg, norm_length=norm)[1]}
+    if cfg.choice_entropy_coef > 0:
+        out["choice"] = jnp.sum(losses.choice_positions(batch.input_ids, batch.loss_mask, cfg.choice_after_token))
+    return out
 
 
 def _micro_loss(params: Any, graphdef: Any, teacher: Any, mb: TrainBatch, denom: dict[str, Array],
@@ -161,8 +184,10 @@ def _micro_loss(params: Any, graphdef: Any, teacher: Any, mb: TrainBatch, denom:
     """Loss of one micro-batch, normalized by the global denominators, with its per-term records."""
     model = nnx.merge(graphdef, params)
     with_entropy = cfg.entropy_coef > 0
-    logp, ent = aligned_logprobs(model, mb.input_ids, mb.attention_mask, cfg.logprob_chunk, with_entropy,
-                                 cfg.temperature)
+    with_choice = cfg.choice_entropy_coef > 0
+    logp, ent, choice_logits = aligned_logprobs(model, mb.input_ids, mb.attention_mask, cfg.logprob_chunk,
+                                                with_entropy, cfg.temperature,
+                                                cfg.choice_tokens if with_choice else ())
     mask = mb.loss_mask
     safe = lambda s, c: s / jnp.maximum(c, losses.TINY)
     terms: dict[str, TermRecord] = {}
@@ -207,8 +232,13 @@ def _micro_loss(params: Any, graphdef: Any, teacher: Any, mb: TrainBatch, denom:
     if with_entropy:
         _, en = losses.entropy_loss(ent, mask, agg=cfg.agg, norm_length=norm)
         terms["entropy"] = TermRecord(safe(en["sum"], denom["policy"]), tokens, {})
+    if with_choice:
+        where = losses.choice_positions(mb.input_ids, mask, cfg.choice_after_token)
+        _, ce = losses.choice_entropy_loss(choice_logits, where)
+        terms["choice_entropy"] = TermRecord(safe(ce["sum"], denom["choice"]), ce["count"], {})
 
-    coefs = {"grpo": cfg.grpo_coef, "sdl": cfg.sdl_coef, "kl": cfg.kl_coef, "entropy": -cfg.entropy_coef}
+    coefs = {"grpo": cfg.grpo_coef, "sdl": cfg.sdl_coef, "kl": cfg.kl_coef, "entropy": -cfg.entropy_coef,
+             "choice_entropy": -cfg.choice_entropy_coef}
     total = sum(coefs[name] * rec.value for name, rec in terms.items())
     return total, LossRecords(total, terms, ratio_min, ratio_max)
 
@@ -271,11 +301,13 @@ def _finalize_metrics(records: LossRecords) -> dict[str, Array]:
     """Flat metrics: `<term>_loss` per term, each diagnostic averaged over its term's tokens."""
     out: dict[str, Array] = {"loss": records.total}
     for name, rec in records.terms.items():
-        out["entropy" if name == "entropy" else f"{name}_loss"] = rec.value
+        out[name if "entropy" in name else f"{name}_loss"] = rec.value
         for k, v in rec.token_sums.items():
             out[k] = v / jnp.maximum(rec.tokens, 1.0)
     out["tokens"] = records.terms["grpo"].tokens
     out["sdl_tokens"] = records.terms["sdl"].tokens
+    if "choice_entropy" in records.terms:
+        out["choice_positions"] = records.terms["choice_entropy"].tokens
     out["ratio_min"] = jnp.where(jnp.isfinite(records.ratio_min), records.ratio_min, 0.0)
     out["ratio_max"] = jnp.where(jnp.isfinite(records.ratio_max), records.ratio_max, 0.0)
     return out

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from loss_toys import allclose, closed_kl_grads, dlogsoftmax, np_kl, np_log_softmax, toy_logits
-from skillsd_jax.losses import entropy_from_logits, entropy_loss, kl_penalty, kl_penalty_loss
+from skillsd_jax.losses import (choice_entropy_loss, choice_positions, entropy_from_logits, entropy_loss, kl_penalty,
+                                kl_penalty_loss)
 
 Z, Z_REF = toy_logits(40, vocab=6), toy_logits(41, vocab=6)
 LOGPI, LOGREF = np_log_softmax(Z), np_log_softmax(Z_REF)
@@ -98,3 +99,33 @@ def test_entropy_loss_is_masked_mean():
     loss, loss_seq = losses(ent, mask)
     allclose(loss, (1 + 2 + 5 + 7) / 4, rtol=1e-7)
     allclose(loss_seq, (1.5 + 6.0) / 2, rtol=1e-7)
+
+
+def test_choice_positions_follow_the_tag_on_trained_tokens_only():
+    ids = jnp.asarray([[5, 9, 2, 9, 3, 9], [9, 1, 9, 4, 4, 4]], jnp.int32)
+    loss_mask = jnp.asarray([[0, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1]], jnp.float32)
+    # Row 0: after the 9s at 1 and 3 (position 4 is not trained); the 9 at 5 ends the row.
+    # Row 1: position 0 has no predecessor; after the 9 at 2.
+    want = [[0, 0, 1, 0, 0, 0], [0, 1, 0, 1, 0, 0]]
+    assert np.array_equal(np.asarray(choice_positions(ids, loss_mask, 9)), want)
+
+
+def test_choice_entropy_against_enumeration_and_its_gradient():
+    """The entropy of softmax over the choice logits alone, averaged over the masked positions; its
+    gradient dH/dz_c = -q_c (log q_c + H) there and zero elsewhere; a shift of all choice logits at
+    a position (moving mass to or from the choices as a whole) changes nothing."""
+    logits = np.stack([toy_logits(s, vocab=4, scale=2.0) for s in range(6)]).reshape(2, 3, 4)
+    mask = np.asarray([[1, 0, 1], [0, 1, 0]], np.float32)
+    loss_fn = jax.jit(lambda z: choice_entropy_loss(z, jnp.asarray(mask))[0])
+    want, grads = 0.0, np.zeros_like(logits)
+    for idx in zip(*np.nonzero(mask)):
+        lq = np_log_softmax(logits[idx])
+        q = np.exp(lq)
+        h = -np.sum(q * lq)
+        want += h / mask.sum()
+        grads[idx] = -q * (lq + h) / mask.sum()
+    allclose(loss_fn(jnp.asarray(logits)), want, rtol=1e-6)
+    allclose(jax.grad(loss_fn)(jnp.asarray(logits)), grads, atol=1e-7)
+    shifted = logits + np.asarray([3.0, -7.0, 0.5])[None, :, None]
+    allclose(loss_fn(jnp.asarray(shifted)), want, rtol=1e-6)
+    assert float(choice_entropy_loss(jnp.asarray(logits), jnp.zeros((2, 3)))[0]) == 0.0

@@ -111,3 +111,22 @@ def test_config_errors_name_the_field(micro_model_dir, tmp_path):
     c.env.name = "chess"
     with pytest.raises(ValueError, match="chess"):
         Trainer(c)
+
+
+def test_choice_entropy_words_become_single_token_ids():
+    """The Sokoban config's move words and the `<action>` tag turn into their token ids; a word the
+    tokenizer splits is a clear error naming it (the term scores one position)."""
+    from skillsd_jax.models.tokenizer import load_tokenizer
+    from skillsd_jax.train.builders import loss_config
+
+    tok = load_tokenizer()
+    c = get_config()
+    assert loss_config(c, tok).choice_entropy_coef == 0.0
+    c.loss.choice_entropy_coef = 0.01
+    loss = loss_config(c, tok, temperature=1.0)
+    assert loss.choice_after_token == tok.convert_tokens_to_ids("<action>")
+    assert loss.choice_tokens == tuple(tok.convert_tokens_to_ids(w) for w in ("up", "down", "left", "right"))
+    assert [tok.decode([i]) for i in loss.choice_tokens] == ["up", "down", "left", "right"]
+    c.loss.choice_words = ("up", "northwestward")
+    with pytest.raises(ValueError, match="northwestward"):
+        loss_config(c, tok)

@@ -192,3 +192,53 @@ def test_full_vocab_sdl_equals_direct_kl(tiny):
     want, _ = full_vocab_reverse_kl(jnp.asarray(s_al), jnp.asarray(t_al), batch.loss_mask * batch.sdl_mask[:, None])
     assert float(m["sdl_loss"]) == pytest.approx(float(want), rel=1e-4)
     assert float(want) > 0
+
+
+def test_choice_entropy_term_matches_enumeration_and_spreads_the_choices(tiny):
+    """`choice_entropy` is the entropy of the model's softmax over the choice tokens alone at the
+    trained positions right after the tag (enumerated from the full logits here), micro-batches add
+    up to it, and a step on that term alone makes the choices more even."""
+    from flax import nnx
+
+    graphdef, params, _ = tiny
+    tag, choices = 7, (10, 11, 12, 13)
+    batch = make_batch(seed=4)
+    ids = batch.input_ids.copy()
+    for i in range(ids.shape[0]):
+        first = int(np.nonzero(batch.loss_mask[i])[0][0])
+        ids[i, first] = tag  # the tag at the first trained token, a choice at the next
+    old = np.asarray(make_score_fn(graphdef)(params, ids, batch.attention_mask)) * batch.loss_mask
+    batch = dataclasses.replace(batch, input_ids=ids, old_logp=old)
+    prev = np.concatenate([np.full((ids.shape[0], 1), -1), ids[:, :-1]], axis=1)
+    where = (prev == tag) & (batch.loss_mask > 0)
+    assert where.sum() >= ids.shape[0]
+
+    def restricted_entropy(p):
+        logits = np.asarray(nnx.merge(graphdef, p)(jnp.asarray(ids), attention_mask=jnp.asarray(batch.attention_mask)))
+        out = []
+        for i, t in zip(*np.nonzero(where)):
+            z = logits[i, t - 1, list(choices)].astype(np.float64)
+            q = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            out.append(-(q * np.log(q)).sum())
+        return float(np.mean(out))
+
+    loss = LossConfig(grpo_coef=0.0, sdl_coef=0.0, choice_entropy_coef=1.0, choice_after_token=tag,
+                      choice_tokens=choices)
+    state, step = _setup(tiny, loss=loss)
+    new_state, m = step(state, batch)
+    before = restricted_entropy(params)
+    assert float(m["choice_entropy"]) == pytest.approx(before, rel=1e-5)
+    assert float(m["choice_positions"]) == where.sum()
+    assert float(m["loss"]) == pytest.approx(-before, rel=1e-5)
+    assert restricted_entropy(new_state.params) > before
+    acc_state, acc = _setup(tiny, loss=loss, micro=4)
+    _, m_acc = acc(acc_state, batch)
+    for k in ("loss", "choice_entropy", "choice_positions", "grad_norm"):
+        np.testing.assert_allclose(m_acc[k], m[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_choice_entropy_needs_its_tokens():
+    with pytest.raises(ValueError, match="choice_entropy_coef > 0 needs"):
+        LossConfig(choice_entropy_coef=0.1)
+    with pytest.raises(ValueError, match="choice_entropy_coef > 0 needs"):
+        LossConfig(choice_entropy_coef=0.1, choice_after_token=3, choice_tokens=(5, 5))
