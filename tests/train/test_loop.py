@@ -121,7 +121,8 @@ def test_choice_entropy_words_become_single_token_ids():
 
     tok = load_tokenizer()
     c = get_config()
-    assert loss_config(c, tok).choice_entropy_coef == 0.0
+    c.loss.choice_entropy_coef = 0.0
+    assert loss_config(c, tok).choice_tokens == ()  # off: nothing resolved
     c.loss.choice_entropy_coef = 0.01
     loss = loss_config(c, tok, temperature=1.0)
     assert loss.choice_after_token == tok.convert_tokens_to_ids("<action>")
