@@ -1,9 +1,10 @@
 """The pure train step `train_step(state, batch) -> (state, metrics)` and the scoring forward.
 
 `L = grpo_coef * L_GRPO + sdl_coef * L_SDL (+ kl_coef * L_KL - entropy_coef * H - choice_entropy_coef * H_C)`,
-`H_C` being the entropy of the policy restricted to a few choice tokens (the moves) where a choice is named. The batch is split
-into micro-batches whose gradients are summed, each micro-batch's loss sums divided by the GLOBAL
-denominators (computed from the masks up front), so accumulation reproduces the full batch exactly.
+`H_C` being the entropy of the policy restricted to a few choice tokens (the moves) where a choice is
+named. The batch is split into micro-batches whose gradients are summed, each micro-batch's loss
+sums divided by the GLOBAL denominators (computed from the masks up front), so accumulation
+reproduces the full batch exactly.
 A non-finite loss or gradient leaves parameters and optimizer state untouched and counts a skip.
 """
 

@@ -214,7 +214,8 @@ def test_choice_entropy_term_matches_enumeration_and_spreads_the_choices(tiny):
     assert where.sum() >= ids.shape[0]
 
     def restricted_entropy(p):
-        logits = np.asarray(nnx.merge(graphdef, p)(jnp.asarray(ids), attention_mask=jnp.asarray(batch.attention_mask)))
+        model = nnx.merge(graphdef, p)
+        logits = np.asarray(model(jnp.asarray(ids), attention_mask=jnp.asarray(batch.attention_mask)))
         out = []
         for i, t in zip(*np.nonzero(where)):
             z = logits[i, t - 1, list(choices)].astype(np.float64)
