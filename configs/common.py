@@ -45,8 +45,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # device mesh ('data','fsdp','tensor')
     # CPU only: XLA devices the host is split into (0 = one per core), the batch sharded over them; on
-    # 2 cores an iteration of the Sokoban job runs ~20% faster with 0 (README, rollout section), which
-    # configs/sokoban.py uses. 1 keeps one device (another split changes the numerics).
+    # 2 cores an iteration of the Sokoban job runs ~20% faster with 0 (README, rollout section), and
+    # configs/sokoban.py uses 2. 1 keeps one device (another split changes the numerics).
     c.cpu_devices = 1
 
     c.env = ml_collections.ConfigDict()
