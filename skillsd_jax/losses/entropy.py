@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from skillsd_jax.losses.aggregation import aggregate_loss, as_mask, at_least_f32
+from skillsd_jax.losses.aggregation import TINY, aggregate_loss, as_mask, at_least_f32
 
 
 def entropy_from_logits(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -56,4 +56,4 @@ def choice_entropy_loss(choice_logits_BxTxC: jax.Array, mask_BxT: jax.Array) -> 
     ent = entropy_from_logits(choice_logits_BxTxC, mask_BxT)
     m = as_mask(mask_BxT, ent)
     total, count = jnp.sum(ent * m), jnp.sum(m)
-    return total / jnp.maximum(count, 1e-8), {"sum": total, "count": count}
+    return total / jnp.maximum(count, TINY), {"sum": total, "count": count}
