@@ -126,15 +126,26 @@ def write_segments(segments: tuple[Array, ...], new: Array, slot_BxT: Array, slo
     return tuple(out)
 
 
-def _part(q_BxKxGxTxDh: Array, k_BxKxDhxS: Array, v_BxKxSxDh: Array, mask_BxGxTxS: Array):
+def segment_scores(q_BxKxQxDh: Array, k_BxKxDhxS: Array) -> Array:
+    """q.k of each row's queries (the G heads of a kv head times T tokens, `Q = G*T`) against one
+    segment's keys: `[B, K, Q, S]`, float32, unscaled."""
+    return jnp.einsum("bkqd,bkds->bkqs", q_BxKxQxDh, k_BxKxDhxS.astype(q_BxKxQxDh.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def weighted_values(p_BxKxQxS: Array, v_BxKxSxDh: Array) -> Array:
+    """The attention weights times one segment's values: `[B, K, Q, Dh]`, float32."""
+    return jnp.einsum("bkqs,bksd->bkqd", p_BxKxQxS, v_BxKxSxDh.astype(p_BxKxQxS.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def segment_part(q_BxKxGxTxDh: Array, k_BxKxDhxS: Array, v_BxKxSxDh: Array, mask_BxGxTxS: Array):
     """Running-softmax pieces of one key block of each row: (row max, exp-sum, exp-weighted values), float32."""
     b, kh, g, t, dh = q_BxKxGxTxDh.shape
     q = q_BxKxGxTxDh.reshape(b, kh, g * t, dh)
-    scores = jnp.einsum("bkqd,bkds->bkqs", q, k_BxKxDhxS.astype(q.dtype), preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, kh, g, t, -1) * (1.0 / math.sqrt(dh))
+    scores = segment_scores(q, k_BxKxDhxS).reshape(b, kh, g, t, -1) * (1.0 / math.sqrt(dh))
     m, p = _masked_exp(scores, mask_BxGxTxS[:, None])
-    acc = jnp.einsum("bkqs,bksd->bkqd", p.reshape(b, kh, g * t, -1).astype(q.dtype), v_BxKxSxDh.astype(q.dtype),
-                     preferred_element_type=jnp.float32)
+    acc = weighted_values(p.reshape(b, kh, g * t, -1).astype(q.dtype), v_BxKxSxDh)
     return m, jnp.sum(p, axis=-1, keepdims=True), acc.reshape(b, kh, g, t, dh)
 
 
@@ -147,7 +158,7 @@ def _masked_exp(scores: Array, mask: Array) -> tuple[Array, Array]:
 
 
 def _shared_part(q_BxKxGxTxDh: Array, k_KxDhxP: Array, v_KxPxDh: Array, valid_P: Array):
-    """`_part` for keys shared by every row (the prefix), computed with the rows' queries side by side
+    """`segment_part` for keys shared by every row (the prefix), computed with the rows' queries side by side
     (`[K, B*G*T, ...]`): left to itself XLA:CPU contracts the shared keys in a transposed layout and
     then transposes the scores for every softmax pass (2-4x this part's time, in decode and prefill)."""
     b, kh, g, t, dh = q_BxKxGxTxDh.shape
@@ -192,7 +203,7 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
         slot = j * size + jnp.arange(size)
         mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
         # Segments past every row's last query hold nothing any query may see: skip their reads.
-        part = jax.lax.cond(j * size <= last_query, lambda k=k_seg, v=v_seg, m=mask: _part(q, k, v, m),
+        part = jax.lax.cond(j * size <= last_query, lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m),
                             lambda: _empty(b, kh, g, t, dh))
         state = _merge(state, part)
     _, l, acc = state

@@ -134,3 +134,41 @@ def test_rollout_benchmark_segment_default_is_the_samplers(capsys):
     rollout.main(["--synthetic", "--tasks", "1", "--group", "1", "--turns", "1", "--max-response-tokens", "2",
                   "--prompt-tokens", "8", "--repeats", "1", "--json"])
     assert _one_json_line(capsys)["segment_slots"] == SEGMENT_SLOTS
+
+
+def test_decode_attention_benchmark_smoke(capsys):
+    from benchmarks import decode_attention
+
+    out = decode_attention.main(["--rows", "2", "--segments", "2", "--segment-slots", "16", "--repeats", "1",
+                                 "--probe-megabytes", "4", "--one-core", "--json"])
+    assert _one_json_line(capsys) == json.loads(json.dumps(out))
+    assert out["key_bytes"] == out["value_bytes"] == 2 * (2 * 2 * 64 * 16) * 4  # segments x [rows, K, Dh, S] x f32
+    for name in ("scores", "values", "segment"):
+        assert out[f"{name}_gbs"] > 0
+    assert out["segment_gbs"] == pytest.approx((out["key_bytes"] + out["value_bytes"]) / out["segment_s"] / 1e9)
+    assert out["bandwidth_all_cores_gbs"] > 0
+    if hasattr(os, "sched_setaffinity"):
+        assert out["products_pinned_to_one_core"] and out["bandwidth_one_core_gbs"] > 0
+
+
+def test_pinning_to_one_core_is_undone():
+    from benchmarks.decode_attention import pinned_to_one_core
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    import threading
+
+    before = os.sched_getaffinity(0)
+    started_inside = []
+    with pinned_to_one_core() as pinned:
+        assert pinned and len(os.sched_getaffinity(0)) == 1
+        gate = threading.Event()
+        thread = threading.Thread(target=gate.wait)
+        thread.start()  # inherits the one core
+        started_inside.append(thread.native_id)
+    try:
+        assert os.sched_getaffinity(0) == before
+        assert os.sched_getaffinity(started_inside[0]) == before  # a thread born pinned is released too
+    finally:
+        gate.set()
+        thread.join()

@@ -31,7 +31,7 @@ def test_shared_prefix_block_equals_the_per_row_block_over_copied_keys():
         valid = jnp.arange(p) < 7
         shared = kv_cache._shared_part(q, k, v, valid)
         rows = lambda x: jnp.broadcast_to(x[None], (b, *x.shape))
-        per_row = kv_cache._part(q, rows(k), rows(v), jnp.broadcast_to(valid, (b, g, t, p)))
+        per_row = kv_cache.segment_part(q, rows(k), rows(v), jnp.broadcast_to(valid, (b, g, t, p)))
         for a, want in zip(shared, per_row):
             assert a.shape == want.shape
             np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
