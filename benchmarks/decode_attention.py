@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Sequence
 
 
@@ -64,13 +63,10 @@ def _threads() -> list[int]:
 def _best_seconds(fn, args, repeats: int) -> float:
     import jax
 
+    from benchmarks.shapes import best_of
+
     jax.block_until_ready(fn(*args))  # compile
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_of(lambda _: jax.block_until_ready(fn(*args)), repeats)
 
 
 def measure(rows: int, segments: int, repeats: int, kv_heads: int = 2, group: int = 2, head_dim: int = 64,
@@ -133,12 +129,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     all_cores = memory_bandwidth_gbs(args.probe_megabytes)
     with pinned_to_one_core() as pinned:
         one_core = memory_bandwidth_gbs(args.probe_megabytes) if pinned else None
-        if args.one_core and pinned:
-            figures = measure(args.rows, args.segments, args.repeats, segment_slots=args.segment_slots)
-    if not (args.one_core and pinned):
+    products_pinned = bool(args.one_core and pinned)
+    with pinned_to_one_core() if products_pinned else nullcontext():
         figures = measure(args.rows, args.segments, args.repeats, segment_slots=args.segment_slots)
     result = {"benchmark": "decode_attention", "device": str(jax.devices()[0].device_kind), **figures,
-              "products_pinned_to_one_core": bool(args.one_core and pinned),
+              "products_pinned_to_one_core": products_pinned,
               "bandwidth_all_cores_gbs": all_cores, "bandwidth_one_core_gbs": one_core,
               "cpu_threads": cpu_threads(), "load_avg_1m_start": load_start, "load_avg_1m_end": host_load(),
               "reference": None}

@@ -17,14 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        fn(r + 1)
-        best = min(best, time.perf_counter() - t0)
-    return best
+from benchmarks.shapes import best_of
 
 
 def bench_ours(model, prompts, new_tokens: int, repeats: int, data_devices: int = 1) -> tuple[float, float, float]:
@@ -38,9 +31,9 @@ def bench_ours(model, prompts, new_tokens: int, repeats: int, data_devices: int 
     out = sampler.generate(params, prompts, max_new_tokens=new_tokens, sampling=sp, seed=0)
     compile_s = time.perf_counter() - t0
     assert all(len(c.tokens) == new_tokens for c in out)
-    full = _best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=new_tokens, sampling=sp, seed=s),
+    full = best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=new_tokens, sampling=sp, seed=s),
                     repeats)
-    one = _best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=1, sampling=sp, seed=s), repeats)
+    one = best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=1, sampling=sp, seed=s), repeats)
     return full, one, compile_s
 
 
@@ -58,7 +51,7 @@ def bench_torch(model, prompts, new_tokens: int, repeats: int) -> tuple[float, f
         assert out.shape[1] == ids.shape[1] + n
 
     run(new_tokens)  # warm-up
-    return _best_of(lambda _: run(new_tokens), repeats), _best_of(lambda _: run(1), repeats)
+    return best_of(lambda _: run(new_tokens), repeats), best_of(lambda _: run(1), repeats)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -80,6 +81,16 @@ def sampler_for(model, host_devices: int = 1, **sampler_kwargs):
 def sampler_devices(sampler) -> int:
     """How many devices a sampler's batch is spread over."""
     return 1 if sampler.mesh is None else sampler.mesh.size
+
+
+def best_of(fn, repeats: int) -> float:
+    """Fewest seconds of `repeats` calls `fn(1)`, `fn(2)`, ... (the least disturbed by other work)."""
+    best = float("inf")
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        fn(r + 1)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:
