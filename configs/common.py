@@ -167,6 +167,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.num_tasks = 64  # test-split tasks, one greedy episode each
     c.eval.temperature = 0.0  # 0: greedy; > 0: sampled, the distribution RL trains
     c.eval.greedy_too = False  # with a sampled evaluation, also play the greedy policy (eval_greedy/*)
+    # > 0: also play a policy that reads no observation (answers drawn uniformly from the environment's
+    # `blind_answers`) this many episodes on each evaluation task, once a run: eval/blind_success_rate,
+    # the level a trained policy must clear before its success means it acts on what it sees.
+    c.eval.blind_repeats = 0
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 25  # iterations between checkpoints (0: never)

@@ -58,6 +58,7 @@ def get_config(arg: str | None = None):
     # is one repeated move (docs/results.md); `eval.greedy_too=True` plays it too, at twice the cost.
     c.eval.temperature = 1.0
     c.eval.greedy_too = False
+    c.eval.blind_repeats = 16  # the blind uniform mover on the same levels (seconds; in the closing summary)
     c.checkpoint.every = 10
     # Two XLA devices on CPU (the batch split over them; one per core on the 2-core reference machine):
     # an iteration ~20% faster there, which keeps the main job within 15 minutes. Two, not one per

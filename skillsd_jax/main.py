@@ -47,7 +47,8 @@ def main(argv: list[str]) -> None:
 
 def held_out_summary(final: dict, method: str, temperature: float = 0.0, split: str = "test") -> str:
     """Held-out success before and after RL on the `split` levels, each with its 95% interval and the
-    change in points (and the greedy policy's on a second line when a sampled evaluation also played it)."""
+    change in points (and the greedy policy's on a second line when a sampled evaluation also played it,
+    and a blind policy's on the same levels when the evaluation played one)."""
 
     def one(prefix: str) -> str:
         if f"{prefix}/success_rate" not in final:
@@ -68,6 +69,11 @@ def held_out_summary(final: dict, method: str, temperature: float = 0.0, split: 
         lines.append(f"held-out success ({method}, {n} {split} levels, one greedy episode each): "
                      f"start of RL {one('eval_start_greedy')} -> end {one('eval_greedy')}"
                      f"{change('eval_start_greedy', 'eval_greedy')}")
+    if "eval/blind_success_rate" in final:
+        per_level = final.get("eval/blind_episodes", 0) / max(n, 1)
+        lines.append(f"reference on the same levels: a policy that reads no observation (every answer drawn "
+                     f"uniformly from the environment's fixed set, {per_level:g} episodes a level) wins "
+                     f"{final['eval/blind_success_rate']:.3f}; success above it is acting on what the policy sees")
     return "\n".join(lines)
 
 

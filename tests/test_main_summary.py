@@ -20,3 +20,11 @@ def test_summary_names_the_protocol_and_intervals():
 
 def test_summary_without_a_start_evaluation():
     assert held_out_summary({"eval/success_rate": 0.5}, "grpo").endswith("start of RL n/a -> end 0.500 [95% CI 0.000, 1.000]")
+
+
+def test_summary_names_the_blind_reference():
+    final = {"eval/episodes": 256.0, "eval/success_rate": 0.2, "eval/blind_success_rate": 0.184,
+             "eval/blind_episodes": 4096.0}
+    last = held_out_summary(final, "grpo", temperature=1.0).split("\n")[-1]
+    assert last.startswith("reference on the same levels: a policy that reads no observation")
+    assert "16 episodes a level) wins 0.184" in last

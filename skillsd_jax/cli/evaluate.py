@@ -6,7 +6,9 @@
 
 The policy comes from a training checkpoint (the run's config says its architecture) or a local HF
 directory. Episodes are played exactly as the training loop's evaluation plays them (same prompts,
-rollout engine and metrics; `config.eval.temperature`, greedy by default): one per test task.
+rollout engine and metrics; `config.eval.temperature`, greedy by default): one per test task. With
+`config.eval.blind_repeats` > 0 (the Sokoban config's default) it also reports `blind_success_rate`: a
+policy that reads no observation, on the same tasks.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = N
     With `answers_path`, every turn's answer is written there as JSON lines (`answer_records`)."""
     from skillsd_jax.sampling import Sampler
     from skillsd_jax.train import builders
-    from skillsd_jax.train.evaluate import answer_records, evaluate_policy
+    from skillsd_jax.train.evaluate import answer_records, blind_reference, evaluate_policy
     from skillsd_jax.train.tasks import task_seeds
 
     from flax import nnx
@@ -48,10 +50,13 @@ def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = N
     prompts, env_max_turns = builders.prompt_builder(config, tokenizer)
     rollout = builders.eval_rollout(config, sampler, tokenizer, prompts, env_max_turns, builders.rollout_config(config))
     episodes: list = []
+    seeds = task_seeds(config)[1]
     try:
-        metrics = evaluate_policy(rollout, params, task_seeds(config)[1], episodes_out=episodes)
+        metrics = evaluate_policy(rollout, params, seeds, episodes_out=episodes)
     finally:
         rollout.pool.close()
+    metrics.update(blind_reference(builders.env_factory(config.env, "eval"), seeds, config.eval.blind_repeats,
+                                   config.rollout.max_turns))
     if answers_path:
         with open(answers_path, "w") as f:
             for record in answer_records(episodes):

@@ -40,6 +40,9 @@ class Env(abc.ABC):
     max_turns: int = 1
     #: tag the model must wrap its action in: "action", "answer"/"search", "code"
     action_tag: str = "action"
+    #: whole answers a policy that reads no observation could give (`envs.blind` plays them as a
+    #: reference); empty where the accepted actions depend on what the environment shows
+    blind_answers: tuple[str, ...] = ()
 
     def __init__(self, invalid_action_penalty: float = 0.1):
         self.invalid_action_penalty = float(invalid_action_penalty)

@@ -3,12 +3,14 @@ validity, lengths), and the evaluation of a policy that training and `skillsd-ev
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from skillsd_jax.agent.episode import Episode
 from skillsd_jax.agent.rollout import RolloutEngine
+from skillsd_jax.envs.base import Env
+from skillsd_jax.envs.blind import blind_success_rate
 from skillsd_jax.train.stats import wilson_interval
 
 EVAL_SEED = 12345  # sampling seed of evaluation rollouts (greedy evaluation ignores it)
@@ -57,6 +59,17 @@ def evaluate_policy(rollout: RolloutEngine, params: Any, seeds: Sequence[int], *
     out.update({f"{prefix}/success_ci95_lo": lo, f"{prefix}/success_ci95_hi": hi,
                 f"{prefix}/num_episodes": float(len(episodes)), f"{prefix}/seconds": stats.total_s})
     return out
+
+
+def blind_reference(make_env: Callable[[], Env], seeds: Sequence[int], repeats: int, max_turns: int = 0,
+                    prefix: str = "eval") -> dict[str, float]:
+    """`{prefix}/blind_success_rate` of a policy that reads no observation (uniform over the environment's
+    `blind_answers`, `repeats` episodes a task cut at the rollout's `max_turns`, a fixed draw) and
+    `{prefix}/blind_episodes`; empty when `repeats` is 0 or the environment has no blind answers."""
+    rate = blind_success_rate(make_env, seeds, repeats=repeats, max_turns=max_turns) if repeats > 0 else None
+    if rate is None:
+        return {}
+    return {f"{prefix}/blind_success_rate": rate, f"{prefix}/blind_episodes": float(repeats * len(seeds))}
 
 
 def answer_records(episodes: Sequence[Episode]) -> list[dict[str, Any]]:

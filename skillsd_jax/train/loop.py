@@ -28,7 +28,7 @@ from skillsd_jax.train import builders, iteration as steps
 from skillsd_jax.train.batch import TrainBatch
 from skillsd_jax.train.checkpoint import Checkpointer
 from skillsd_jax.train.config_utils import dataclass_from, require
-from skillsd_jax.train.evaluate import evaluate_policy
+from skillsd_jax.train.evaluate import blind_reference, evaluate_policy
 from skillsd_jax.train.guidance import Guide
 from skillsd_jax.train.methods import get_method
 from skillsd_jax.train.metrics import MetricsWriter, format_line, plot_metrics
@@ -104,6 +104,7 @@ class Trainer:
                                                       self.env_max_turns, self.rollout_config)
         # A sampled evaluation can also report the greedy policy (`eval_greedy/*`), on the same environments.
         self.greedy_eval_rollout = None
+        self._blind: dict[str, float] | None = None  # eval/blind_* (blind_reference), once played
         if self.eval_rollout is not None and c.eval.temperature > 0 and c.eval.greedy_too:
             self.greedy_eval_rollout = RolloutEngine(self.sampler, self.tokenizer, self.eval_rollout.pool, self.prompts,
                                                      c.env.name, self.env_max_turns,
@@ -271,6 +272,10 @@ class Trainer:
                                        prefix="eval_greedy"))
         if self.bank is not None:
             out.update(self._evaluate_with_skills())
+        if self._blind is None:  # the same tasks every time: played once a run
+            self._blind = blind_reference(builders.env_factory(self.config.env, "eval"), self.eval_seeds,
+                                          self.config.eval.blind_repeats, self.config.rollout.max_turns)
+        out.update(self._blind)
         return out
 
     def _evaluate_with_skills(self) -> dict[str, float]:

@@ -107,6 +107,8 @@ def test_eval_checkpoint_and_its_export_agree(run_dir, tmp_path):
     assert all(isinstance(a["response"], str) and (a["action"] is None) != a["valid"] for a in answers)
     assert from_ckpt["num_episodes"] == 3 and from_ckpt["split"] == "test" and from_ckpt["env"] == "sokoban"
     assert 0.0 <= from_ckpt["success_ci95_lo"] <= from_ckpt["success_rate"] <= from_ckpt["success_ci95_hi"] <= 1.0
+    # The blind reference on the same levels, cut at the same two turns (configs/sokoban.py: 16 a level).
+    assert from_ckpt["blind_episodes"] == 48 and 0.0 <= from_ckpt["blind_success_rate"] <= 1.0
     # Greedy episodes of the same parameters: the same results whichever way the policy was loaded.
     skip = ("source", "seconds")
     assert {k: v for k, v in from_ckpt.items() if k not in skip} == {k: v for k, v in from_hf.items() if k not in skip}

@@ -95,6 +95,13 @@ def test_methods_run_one_iteration(micro_model_dir, tmp_path, method):
         assert os.listdir(tmp_path / "run" / "tensorboard")  # event files beside metrics.jsonl
         assert int(t.state.step) == 2  # one iteration, two PPO minibatches: two optimizer steps
         assert m["eval_greedy/episodes"] == 2 and 0.0 <= m["eval_greedy/success_rate"] <= 1.0
+        # The blind reference on the same levels, cut at the rollout's turn limit (16 episodes a level).
+        from skillsd_jax.envs.blind import blind_success_rate
+        from skillsd_jax.train.builders import env_factory
+
+        assert m["eval/blind_episodes"] == 32
+        assert m["eval/blind_success_rate"] == blind_success_rate(env_factory(t.config.env, "eval"), [0, 1], repeats=16,
+                                                                  max_turns=t.config.rollout.max_turns)
     if method == "opd":  # privileged teacher on every row, no GRPO term
         assert m["rows/sdl_rows"] == m["rows/count"]
         assert m["loss/sdl_loss"] > 0.0

@@ -27,6 +27,7 @@ from skillsd_jax.envs.sokoban import dynamics
 from skillsd_jax.envs.sokoban.actions import parse_action
 from skillsd_jax.envs.sokoban.generator import GeneratorConfig, generate_level
 from skillsd_jax.envs.sokoban.room import (
+    ACTIONS,
     LEGEND,
     Board,
     State,
@@ -69,6 +70,7 @@ class SokobanEnv(Env):
 
     name = "sokoban"
     action_tag = "action"
+    blind_answers = tuple(f"<action>{move}</action>" for move in ACTIONS)
 
     def __init__(
         self,

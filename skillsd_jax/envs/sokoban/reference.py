@@ -7,9 +7,10 @@ alone. A trained policy should beat them before its success is read as learning 
 from __future__ import annotations
 
 import argparse
-import random
+import functools
 from typing import Any, Sequence
 
+from skillsd_jax.envs.blind import blind_success_rate
 from skillsd_jax.envs.sokoban import make_sokoban
 from skillsd_jax.envs.sokoban.room import ACTIONS
 
@@ -19,20 +20,9 @@ def blind_policy_success(seeds: Sequence[int], *, weights: Sequence[float] | Non
                          **env_kwargs: Any) -> float:
     """Success rate of a policy that draws every move from the fixed distribution `weights` over
     `ACTIONS` (uniform when None), whatever it sees: `repeats` episodes on each level seed."""
-    env = make_sokoban(preset, split=split, **env_kwargs)
-    rng = random.Random(rng_seed)
-    moves = list(ACTIONS)
-    wins = episodes = 0
-    for seed in seeds:
-        for _ in range(repeats):
-            env.reset(seed=seed)
-            done = False
-            while not done:
-                move = rng.choices(moves, weights=weights)[0]
-                _, _, done, _ = env.step(f"<action>{move}</action>")
-            wins += bool(env.won)
-            episodes += 1
-    return wins / episodes if episodes else 0.0
+    rate = blind_success_rate(functools.partial(make_sokoban, preset, split=split, **env_kwargs), seeds,
+                              weights=weights, repeats=repeats, rng_seed=rng_seed)
+    return 0.0 if rate is None else rate
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
