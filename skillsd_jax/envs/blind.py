@@ -13,8 +13,8 @@ from skillsd_jax.envs.base import Env
 def blind_success_rate(make_env: Callable[[], Env], seeds: Sequence[int], *, weights: Sequence[float] | None = None,
                        repeats: int = 1, rng_seed: int = 0, max_turns: int = 0) -> float | None:
     """Success rate of `repeats` blind episodes on each task seed (answers uniform when `weights` is None),
-    each cut where a rollout cuts it (`max_turns`, 0: the environment's own limit); None when the environment has no
-    `blind_answers` (its actions depend on what it shows) or there is nothing to play."""
+    each cut where a rollout cuts it (`max_turns`; 0: the environment's own limit); None when the
+    environment has no `blind_answers` (its actions depend on what it shows) or there is nothing to play."""
     env = make_env()
     try:
         answers = tuple(env.blind_answers)
