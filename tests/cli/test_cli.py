@@ -17,6 +17,7 @@ import pytest
 from flax import nnx
 
 from configs.sokoban import get_config
+from skillsd_jax.cli import compare as compare_cli
 from skillsd_jax.cli import evaluate as eval_cli
 from skillsd_jax.cli import export as export_cli
 from skillsd_jax.models.tokenizer import load_tokenizer
@@ -107,6 +108,9 @@ def test_eval_checkpoint_and_its_export_agree(run_dir, tmp_path):
     assert all(isinstance(a["response"], str) and (a["action"] is None) != a["valid"] for a in answers)
     assert from_ckpt["num_episodes"] == 3 and from_ckpt["split"] == "test" and from_ckpt["env"] == "sokoban"
     assert 0.0 <= from_ckpt["success_ci95_lo"] <= from_ckpt["success_rate"] <= from_ckpt["success_ci95_hi"] <= 1.0
+    # skillsd-compare reads the answers file as skillsd-eval writes it: a policy against itself differs by 0.
+    same = compare_cli.main([str(answers_file), str(answers_file)])
+    assert same["tasks"] == 3 and same["difference"] == 0.0 and same["a_success_rate"] == from_ckpt["success_rate"]
     # The blind reference on the same levels, cut at the same two turns (configs/sokoban.py: 16 a level).
     assert from_ckpt["blind_episodes"] == 48 and 0.0 <= from_ckpt["blind_success_rate"] <= 1.0
     # Greedy episodes of the same parameters: the same results whichever way the policy was loaded.
@@ -128,7 +132,8 @@ def test_eval_needs_exactly_one_policy(run_dir, tmp_path):
 def test_console_scripts_are_registered_and_start():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
-    assert {"skillsd-train", "skillsd-eval", "skillsd-export"} <= set(scripts)
+    assert {"skillsd-train", "skillsd-eval", "skillsd-export", "skillsd-compare"} <= set(scripts)
+    assert callable(compare_cli.run) and scripts["skillsd-compare"] == "skillsd_jax.cli.compare:run"
     for name in ("skillsd-eval", "skillsd-export"):
         module, function = scripts[name].split(":")
         assert callable(getattr(importlib.import_module(module), function))
