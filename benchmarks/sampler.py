@@ -32,7 +32,7 @@ def bench_ours(model, prompts, new_tokens: int, repeats: int, data_devices: int 
     compile_s = time.perf_counter() - t0
     assert all(len(c.tokens) == new_tokens for c in out)
     full = best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=new_tokens, sampling=sp, seed=s),
-                    repeats)
+                   repeats)
     one = best_of(lambda s: sampler.generate(params, prompts, max_new_tokens=1, sampling=sp, seed=s), repeats)
     return full, one, compile_s
 

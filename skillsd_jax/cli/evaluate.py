@@ -73,6 +73,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         if values.num_tasks < 1:
             raise SystemExit("--num_tasks must be >= 1")
         config.eval.num_tasks = values.num_tasks
+    if config.eval.blind_repeats < 0:
+        raise SystemExit("--config.eval.blind_repeats must be >= 0")
     for flag in ("output", "answers"):  # checked before the episodes are played, not after
         path = getattr(values, flag)
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):

@@ -15,10 +15,14 @@ def blind_success_rate(make_env: Callable[[], Env], seeds: Sequence[int], *, wei
     """Success rate of `repeats` blind episodes on each task seed (answers uniform when `weights` is None),
     each cut where a rollout cuts it (`max_turns`; 0: the environment's own limit); None when the
     environment has no `blind_answers` (its actions depend on what it shows) or there is nothing to play."""
+    if repeats < 0:
+        raise ValueError(f"blind episodes a task must be >= 0, got {repeats}")
+    if repeats == 0 or not len(seeds):  # nothing to play: no environment is built
+        return None
     env = make_env()
     try:
         answers = tuple(env.blind_answers)
-        if not answers or repeats < 1 or not len(seeds):
+        if not answers:
             return None
         if weights is not None and len(weights) != len(answers):
             raise ValueError(f"{len(weights)} weights for {len(answers)} blind answers of {env.name}")

@@ -66,7 +66,7 @@ def blind_reference(make_env: Callable[[], Env], seeds: Sequence[int], repeats: 
     """`{prefix}/blind_success_rate` of a policy that reads no observation (uniform over the environment's
     `blind_answers`, `repeats` episodes a task cut at the rollout's `max_turns`, a fixed draw) and
     `{prefix}/blind_episodes`; empty when `repeats` is 0 or the environment has no blind answers."""
-    rate = blind_success_rate(make_env, seeds, repeats=repeats, max_turns=max_turns) if repeats > 0 else None
+    rate = blind_success_rate(make_env, seeds, repeats=repeats, max_turns=max_turns)
     if rate is None:
         return {}
     return {f"{prefix}/blind_success_rate": rate, f"{prefix}/blind_episodes": float(repeats * len(seeds))}

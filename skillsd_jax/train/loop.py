@@ -142,6 +142,7 @@ class Trainer:
         require(c.rollout.group_size >= 1, "config.rollout.group_size must be >= 1")
         require(c.rollout.tasks_per_iteration >= 1, "config.rollout.tasks_per_iteration must be >= 1")
         require(c.num_iterations >= 0, "config.num_iterations must be >= 0")
+        require(c.eval.blind_repeats >= 0, "config.eval.blind_repeats must be >= 0")
         require(c.micro_batches >= 1, "config.micro_batches must be >= 1")
         require(c.ppo.minibatches >= 1 and c.ppo.epochs >= 1,
                 "config.ppo.minibatches and config.ppo.epochs must be >= 1")

@@ -124,6 +124,8 @@ def test_eval_needs_exactly_one_policy(run_dir, tmp_path):
         eval_cli.main(_argv(root))
     with pytest.raises(SystemExit, match="no config.json"):
         eval_cli.main(_argv(root, f"--hf={tmp_path}"))
+    with pytest.raises(SystemExit, match="blind_repeats must be >= 0"):
+        eval_cli.main(_argv(root, f"--hf={tmp_path}", "--config.eval.blind_repeats=-1"))
     for flag in ("output", "answers"):
         with pytest.raises(SystemExit, match=f"--{flag}=.*directory does not exist"):
             eval_cli.main(_argv(root, f"--hf={tmp_path}", f"--{flag}={tmp_path / 'missing' / 'x.json'}"))

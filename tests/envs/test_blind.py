@@ -56,5 +56,9 @@ def test_blind_policy_needs_blind_answers_and_matching_weights():
 
     assert blind_success_rate(NoFixedAnswers, range(3)) is None
     assert blind_success_rate(_Door, [], repeats=2) is None
+    built = []
+    assert blind_success_rate(lambda: built.append(1) or _Door(), range(3), repeats=0) is None and not built
+    with pytest.raises(ValueError, match="must be >= 0, got -1"):
+        blind_success_rate(_Door, range(2), repeats=-1)
     with pytest.raises(ValueError, match="3 weights for 2 blind answers of door"):
         blind_success_rate(_Door, range(2), weights=[1.0, 0.0, 0.0])

@@ -118,6 +118,8 @@ def test_config_errors_name_the_field(micro_model_dir, tmp_path):
     c.env.name = "chess"
     with pytest.raises(ValueError, match="chess"):
         Trainer(c)
+    with pytest.raises(ValueError, match="blind_repeats"):
+        Trainer(_config(micro_model_dir, tmp_path, **{"eval.blind_repeats": -1}))
 
 
 def test_choice_entropy_words_become_single_token_ids():
