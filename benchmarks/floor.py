@@ -5,6 +5,10 @@ measured memory bandwidth (the bytes a large array copy moves per second, read +
 do its FLOPs (matrix products of the real tokens, their attention over the live context, one logit row
 per sequence): those at the measured matrix-product peak. The sum is the floor; measured / floor says
 how far above it the sampler runs.
+
+The copy probe counts a byte read and a byte written alike, so its rate can exceed what a pass that only
+reads reaches; `read_bandwidth_gbs` probes that second limit (a jitted sum over a large array), and a
+floor priced at it says how far the decode's reads are from what this machine's XLA reads at all.
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
         x = copy(x).block_until_ready()
         best = min(best, time.perf_counter() - t0)
     return 2 * nbytes / best / 1e9
+
+
+def read_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Best-of-`repeats` GB/s read by a jitted sum over a `megabytes` float32 array (reads only, a scalar out)."""
+    import jax
+    import jax.numpy as jnp
+
+    if megabytes < 1 or repeats < 1:
+        raise ValueError(f"read probe needs megabytes >= 1 and repeats >= 1, got {megabytes}, {repeats}")
+    x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    total(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        total(x).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return x.nbytes / best / 1e9
 
 
 def matmul_params_per_token(config: Any) -> int:

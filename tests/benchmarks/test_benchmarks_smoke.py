@@ -124,7 +124,20 @@ def test_rollout_benchmark_synthetic_reports_its_floor(capsys):
     assert out["floor_s"] == pytest.approx(out["floor_decode_s"] + out["floor_prefill_s"])
     assert out["sample_floor_ratio"] == pytest.approx(out["sample_s"] / out["floor_s"])
     assert out["memory_bandwidth_gbs"] > 0 and out["matmul_peak_gflops"] > 0
+    # The same work with the decode's bytes at the read-only probe: prefill unchanged, decode rescaled.
+    decode_at_reads = out["floor_decode_s"] * out["memory_bandwidth_gbs"] / out["read_bandwidth_gbs"]
+    assert out["floor_read_s"] == pytest.approx(out["floor_prefill_s"] + decode_at_reads)
+    assert out["sample_read_floor_ratio"] == pytest.approx(out["sample_s"] / out["floor_read_s"])
 
+
+def test_read_probe_counts_the_bytes_it_reads(monkeypatch):
+    from benchmarks import floor
+
+    clock = iter([0.0, 0.5] * 2)  # every timed pass takes 0.5 s on this clock
+    monkeypatch.setattr(floor.time, "perf_counter", lambda: next(clock))
+    assert floor.read_bandwidth_gbs(megabytes=4, repeats=2) == pytest.approx(4 * 2**20 / 0.5 / 1e9)
+    with pytest.raises(ValueError, match="read probe"):
+        floor.read_bandwidth_gbs(megabytes=0)
 
 
 def test_rollout_benchmark_segment_default_is_the_samplers(capsys):
