@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: int, backend: str,
                  shape: str = "tiny", seed: int = 0, share_prefix: bool = True, cache_dtype: str = "float32",
-                 host_devices: int = 1):
+                 host_devices: int = 1, decode_kernel: bool = False):
     """(engine, params, pool) for `num_envs` Sokoban environments and a random model of `shape`, its
     batch sharded over the first `host_devices` devices when that is more than one."""
     from flax import nnx
@@ -63,7 +63,7 @@ def build_engine(layout: str, num_envs: int, turns: int, max_response_tokens: in
     import jax.numpy as jnp
 
     model = Transformer(cfg, rngs=nnx.Rngs(seed))
-    sampler, params = sampler_for(model, host_devices, cache_dtype=jnp.dtype(cache_dtype))
+    sampler, params = sampler_for(model, host_devices, cache_dtype=jnp.dtype(cache_dtype), decode_kernel=decode_kernel)
     env_fn = functools.partial(make, "sokoban", preset="verl_agent")
     pool = EnvPool([env_fn] * num_envs, backend=backend)
     env = env_fn()
@@ -110,7 +110,8 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
         raise SystemExit("--shared-prefix-tokens must be in [0, --prompt-tokens)")
     model = Transformer(model_config("tiny"), rngs=nnx.Rngs(0))
     segments = {} if args.segment_slots is None else {"segment_slots": args.segment_slots}  # else the sampler's own
-    sampler, params = sampler_for(model, args.host_devices, cache_dtype=jnp.dtype(args.cache_dtype), **segments)
+    sampler, params = sampler_for(model, args.host_devices, cache_dtype=jnp.dtype(args.cache_dtype),
+                                  decode_kernel=args.decode_kernel, **segments)
     rows = args.tasks * args.group
     call = lambda seed: synthetic_turns(sampler, params, rows, args.prompt_tokens, args.turns, args.observation_tokens,
                                         args.max_response_tokens, args.shared_prefix_tokens, seed)
@@ -130,7 +131,7 @@ def _synthetic(args) -> tuple[dict, Any, Any]:
               "max_response_tokens": args.max_response_tokens, "shared_prefix_tokens": args.shared_prefix_tokens,
               "generated_tokens": generated, "sample_s": elapsed, "generated_tokens_per_s": generated / elapsed,
               "first_call_s": first, "repeats": args.repeats,
-              "host_devices": sampler_devices(sampler),
+              "host_devices": sampler_devices(sampler), "decode_kernel": sampler.decode_kernel,
               "segment_slots": sampler.segment_slots,
               "num_compilations": sampler.num_compilations}
     return result, sampler, (params, work, probes)
@@ -193,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="on CPU: split the host into N devices and shard the batch over them")
     ap.add_argument("--segment-slots", type=int, default=None,
                     help="--synthetic: the KV cache's growth and skip unit (slots a segment; default: the sampler's)")
+    ap.add_argument("--decode-kernel", action="store_true",
+                    help="decode steps attend through the CPU kernel (Sampler(decode_kernel=True))")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     load_start = host_load()
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     n = args.tasks * args.group
     engine, params, pool = build_engine(args.layout, n, args.turns, args.max_response_tokens, args.backend,
                                         share_prefix=not args.no_shared_prefix, cache_dtype=args.cache_dtype,
-                                        host_devices=args.host_devices)
+                                        host_devices=args.host_devices, decode_kernel=args.decode_kernel)
     seeds = list(range(args.tasks))
     try:
         _, warm = engine.run(params, seeds, args.group, seed=1)  # compiles every program the rollout needs
@@ -247,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "first_call_s": warm.total_s, "compile_s": max(warm.total_s - stats.total_s, 0.0),
         "num_compilations": engine.sampler.num_compilations, "env_errors": stats.env_errors,
         "shared_prefix": not args.no_shared_prefix, "cache_dtype": args.cache_dtype,
-        "host_devices": sampler_devices(engine.sampler),  # what the sampler used
+        "host_devices": sampler_devices(engine.sampler), "decode_kernel": engine.sampler.decode_kernel,
         "reference": None,  # no PyTorch equivalent of this workload
     }
     result.update(_floor_figures(engine.sampler, params, work, stats.sample_s, args.cache_dtype, probes),

@@ -46,7 +46,8 @@ def evaluate(config: Any, *, checkpoint: str | None = None, step: int | None = N
 
     model, tokenizer, source = load_policy(config, checkpoint=checkpoint, step=step, hf_dir=hf_dir)
     graphdef, params = nnx.split(model)
-    sampler = Sampler(graphdef, model.config, cache_dtype=builders.DTYPES[config.model.dtype])
+    sampler = Sampler(graphdef, model.config, cache_dtype=builders.DTYPES[config.model.dtype],
+                      decode_kernel=config.cpu_decode_kernel)
     prompts, env_max_turns = builders.prompt_builder(config, tokenizer)
     rollout = builders.eval_rollout(config, sampler, tokenizer, prompts, env_max_turns, builders.rollout_config(config))
     episodes: list = []

@@ -14,6 +14,9 @@ the filled part of the cache costs, not its capacity.
 A shared prefix (the instructions every episode of an environment starts with) is prefilled once
 and attended by every row without being copied into them.
 
+On XLA:CPU, `LayerCache.decode_kernel` routes a one-token chunk's attention to each segment through
+a hand-written kernel (`skillsd_jax.kernels`) that reads only each row's filled slots, each once.
+
 Shape suffixes as in `layers.py`; S = slots of one segment, P = prefix slots.
 """
 
@@ -25,6 +28,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from skillsd_jax.kernels import segment_decode_attention
 
 Array = jax.Array
 _NEG = jnp.finfo(jnp.float32).min
@@ -107,6 +112,7 @@ class LayerCache(NamedTuple):
     prefix_keys: Array | None
     prefix_values: Array | None
     prefix_length: Array | None
+    decode_kernel: bool = False  # one-token chunks attend through the CPU kernel (`skillsd_jax.kernels`)
 
 
 def write_segments(segments: tuple[Array, ...], new: Array, slot_BxT: Array, slot_axis: int) -> tuple[Array, ...]:
@@ -202,9 +208,14 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
     for j, (k_seg, v_seg) in enumerate(zip(keys, values)):
         slot = j * size + jnp.arange(size)
         mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
+        if cache.decode_kernel and t == 1:
+            # Reads only each row's visible slots of the segment, every key and value once.
+            compute = lambda k=k_seg, v=v_seg, j=j: segment_decode_attention(q[:, :, :, 0], k, v,
+                                                                              cache.q_slot_BxT[:, 0] - j * size)
+        else:
+            compute = lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m)
         # Segments past every row's last query hold nothing any query may see: skip their reads.
-        part = jax.lax.cond(j * size <= last_query, lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m),
-                            lambda: _empty(b, kh, g, t, dh))
+        part = jax.lax.cond(j * size <= last_query, compute, lambda: _empty(b, kh, g, t, dh))
         state = _merge(state, part)
     _, l, acc = state
     out = acc / jnp.maximum(l, 1e-30)  # every real query sees at least its own slot: l >= 1 there

@@ -156,13 +156,15 @@ class Transformer(nnx.Module):
     # ------------------------------------------------------------------ sampler step
 
     def forward_chunk(self, input_ids: Array, token_valid: Array, cache: KVCache, prefix: SharedPrefix | None = None,
-                      *, logits_at: Array | None = None, unembedding: Array | None = None) -> tuple[Array, KVCache]:
+                      *, logits_at: Array | None = None, unembedding: Array | None = None,
+                      decode_kernel: bool = False) -> tuple[Array, KVCache]:
         """Appends `T` tokens per row (right-padded: `token_valid [B,T]` is a prefix of each row) after
         the row's cached tokens and returns their logits; rows' RoPE positions continue after the prefix.
 
         With `logits_at [B]` only the logits of that chunk index per row are computed (`[B,V]`), saving
         the `[B,T,V]` head in prefill; `unembedding` as in `logits_from_hidden`. The cache must have room
-        for every row's real tokens (padding past the capacity is dropped).
+        for every row's real tokens (padding past the capacity is dropped). `decode_kernel`: one-token
+        chunks attend to the cache through the CPU kernel (`skillsd_jax.kernels`).
         """
         b, t = input_ids.shape
         q_slot = cache.lengths_B[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -170,7 +172,7 @@ class Transformer(nnx.Module):
         layer_caches = [LayerCache(cache.keys[i], cache.values[i], q_slot,
                                    None if prefix is None else prefix.keys[i],
                                    None if prefix is None else prefix.values[i],
-                                   None if prefix is None else prefix.length)
+                                   None if prefix is None else prefix.length, decode_kernel)
                         for i in range(self.config.num_layers)]
         h, (k, v) = self._trunk(input_ids, offset + q_slot, None, layer_caches)
         if logits_at is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from skillsd_jax import sharding as shd
+from skillsd_jax import kernels, sharding as shd
 from skillsd_jax.models.kv_cache import KVCache, SharedPrefix, zero_segments
 from skillsd_jax.models.layers import computed_once
 from skillsd_jax.sampling.filters import sample_tokens
@@ -130,6 +130,7 @@ class DecodeStatics:
     top_k: int
     use_top_p: bool
     transpose_head: bool = False  # a tied head transposed once per call (CPU: see _decode)
+    decode_kernel: bool = False  # decode steps attend through the CPU kernel (Sampler(decode_kernel=True))
 
 
 # ---------------------------------------------------------------------------- device programs
@@ -174,7 +175,8 @@ def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: 
         newly = live & (hit_tok | hit_seq)
         # A finished row's token is not appended: its length stays, its slot is overwritten later.
         logits, cache = model.forward_chunk(tok[:, None], live[:, None], s.cache, prefix,
-                                            logits_at=jnp.zeros((b,), jnp.int32), unembedding=head)
+                                            logits_at=jnp.zeros((b,), jnp.int32), unembedding=head,
+                                            decode_kernel=statics.decode_kernel)
         return DecodeState(step=s.step + 1, tokens_BxN=tokens, logprobs_BxN=logps, done_B=s.done_B | newly,
                            stop_reason_B=jnp.where(newly, jnp.where(hit_tok, 1, 2), s.stop_reason_B),
                            num_generated_B=s.num_generated_B + live, logits_BxV=logits, cache=cache)
@@ -229,11 +231,14 @@ class Sampler:
 
     `cache_dtype` stores keys/values in another dtype than the compute (e.g. bfloat16 with float32
     compute: half the cache memory and reads); `segment_slots` is the cache's growth and skip unit.
+    `decode_kernel` (XLA:CPU, float32 cache): decode steps attend to the cache through a hand-written
+    kernel (`skillsd_jax.kernels`, built on first use) that reads only each row's filled slots, each
+    once; its float results differ from the XLA products' in the last bits, so sampled tokens can too.
     """
 
     def __init__(self, graphdef: Any, config: Any, *, mesh: Mesh | None = None, cache_dtype: Any = None,
                  min_chunk: int = 16, min_new_tokens_bucket: int = 16, segment_slots: int = SEGMENT_SLOTS,
-                 warn_after_programs: int = 48):
+                 warn_after_programs: int = 48, decode_kernel: bool = False):
         if segment_slots < 1:
             raise ValueError(f"segment_slots must be >= 1, got {segment_slots}")
         self.graphdef = graphdef
@@ -248,6 +253,9 @@ class Sampler:
         self.work = SamplerWork()  # what the calls so far had to do (live lengths), for benchmark floors
         self._segment_inits: dict[tuple[int, int], Any] = {}
         self._on_cpu = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform == "cpu"
+        if decode_kernel:
+            _check_decode_kernel(self._on_cpu, cache_dtype)
+        self.decode_kernel = decode_kernel
         self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
         row_mesh = mesh if mesh is not None and mesh.size == mesh.shape.get("data", 1) > 1 else None
         self._turn_program = jax.jit(functools.partial(_prefill_and_decode, row_mesh=row_mesh),
@@ -435,7 +443,8 @@ class Sampler:
 
         stop_ids, stop_seqs, stop_mask = _stop_arrays(sampling)
         statics = DecodeStatics(max_new=_pow2_bucket(max_new_tokens, self.min_new), greedy=sampling.greedy,
-                                top_k=sampling.top_k, use_top_p=sampling.top_p < 1.0, transpose_head=self._on_cpu)
+                                top_k=sampling.top_k, use_top_p=sampling.top_p < 1.0, transpose_head=self._on_cpu,
+                                decode_kernel=self.decode_kernel)
         inputs = DecodeInputs(rng=jax.random.key(seed), temperature=jnp.float32(max(sampling.temperature, 1e-6)),
                               top_p=jnp.float32(sampling.top_p), stop_ids_S=stop_ids, stop_seqs_QxL=stop_seqs,
                               stop_seq_mask_QxL=stop_mask, max_steps=jnp.int32(max_new_tokens))
@@ -459,6 +468,15 @@ class Sampler:
         new_session = DecodeSession(cache=cache, lengths=lengths.astype(np.int64), num_rows=session.num_rows,
                                     prefix=session.prefix)
         return new_session, completions
+
+
+def _check_decode_kernel(on_cpu: bool, cache_dtype: Any) -> None:
+    """A clear error where the CPU decode kernel cannot serve this sampler."""
+    if not on_cpu:
+        raise ValueError("decode_kernel=True is for XLA:CPU devices; accelerators attend with XLA's own kernels")
+    if jnp.dtype(cache_dtype or jnp.float32) != jnp.float32:
+        raise ValueError(f"decode_kernel=True reads a float32 KV cache, got cache_dtype={jnp.dtype(cache_dtype)}")
+    kernels.segment_kernel_target()  # builds and registers it now, or raises KernelUnavailable saying why
 
 
 def _stop_arrays(sampling: SamplingParams) -> tuple[jax.Array, jax.Array, jax.Array]:

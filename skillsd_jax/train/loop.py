@@ -90,7 +90,7 @@ class Trainer:
         self.reference_params = jax.tree.map(jnp.copy, params) if loss.kl_coef > 0 else None
 
         self.sampler = Sampler(self.graphdef, self.model_config, mesh=self.mesh,
-                               cache_dtype=builders.DTYPES[c.model.dtype])
+                               cache_dtype=builders.DTYPES[c.model.dtype], decode_kernel=c.cpu_decode_kernel)
         g = c.rollout
         self.group_size, self.tasks_per_iter = g.group_size, g.tasks_per_iteration
         self.prompts, self.env_max_turns = builders.prompt_builder(c, self.tokenizer)

@@ -323,3 +323,46 @@ def test_tied_head_transposed_once_samples_as_the_plain_head(tiny_model):
     for a, b in zip(ours, plain):
         assert a.tokens == b.tokens
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("devices", [1, 2], ids=["one_device", "rows_per_device"])
+def test_decode_kernel_continues_as_a_fresh_prefill(tiny_model, devices):
+    """With the CPU decode kernel, every turn of a multi-turn session (shared prefix, segments of 16
+    slots that later turns cross, rows of unequal lengths) equals a fresh full prefill of its history,
+    and sampling at T=1 draws the same tokens as the XLA attention path."""
+    from skillsd_jax import kernels
+
+    if not kernels.decode_kernel_available():
+        pytest.skip("no C++ compiler here to build the CPU decode kernel")
+    mesh = shd.make_mesh(data=devices, devices=jax.devices()[:devices]) if devices > 1 else None
+    sampler, params = Sampler.for_model(tiny_model, mesh=mesh, segment_slots=16, decode_kernel=True)
+    plain, _ = Sampler.for_model(tiny_model, mesh=mesh, segment_slots=16)
+    greedy = SamplingParams(temperature=0.0)
+    shared = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    prompts = [shared + [10, 11], shared + [12], shared + [13, 14, 15, 16, 17]]
+    prefix = sampler.prefill_prefix(params, shared)
+    session, out = sampler.begin(params, prompts, max_new_tokens=6, sampling=greedy, prefix=prefix)
+    history = [p + c.tokens for p, c in zip(prompts, out)]
+    for turn in range(3):
+        obs = [[20 + turn] * 9, [25] if turn != 1 else None, [30 + turn, 31]]
+        session, out = sampler.extend(params, session, obs, max_new_tokens=7, sampling=greedy)
+        for i in range(3):
+            if obs[i] is None:
+                assert out[i].stop_reason == "inactive"
+                continue
+            history[i] += obs[i]
+            fresh = generate(tiny_model, [history[i]], max_new_tokens=7, temperature=0.0)[0]
+            assert out[i].tokens == fresh.tokens
+            np.testing.assert_allclose(out[i].logprobs, fresh.logprobs, atol=1e-4)
+            history[i] += out[i].tokens
+    sp = SamplingParams(temperature=1.0)
+    a = sampler.generate(params, prompts, max_new_tokens=20, sampling=sp, seed=7)
+    b = plain.generate(params, prompts, max_new_tokens=20, sampling=sp, seed=7)
+    assert [c.tokens for c in a] == [c.tokens for c in b]
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-5)
+
+
+def test_decode_kernel_refuses_what_it_cannot_serve(tiny_model):
+    with pytest.raises(ValueError, match="float32 KV cache"):
+        Sampler.for_model(tiny_model, cache_dtype=jnp.bfloat16, decode_kernel=True)
