@@ -49,8 +49,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # configs/sokoban.py uses 2. 1 keeps one device (another split changes the numerics).
     c.cpu_devices = 1
     # CPU only: decode steps attend to the KV cache through a hand-written kernel (skillsd_jax/kernels,
-    # built with the system C++ compiler on first use): ~11% less rollout time on the Sokoban job's
-    # 2 cores (README, rollout section); it changes sampled tokens in their last bits, so off by default.
+    # built with the system C++ compiler on first use): 3-11% less sampler time in the rollout benchmark
+    # on 2 cores (README, rollout section); it changes sampled tokens in their last bits, so off by default.
     c.cpu_decode_kernel = False
 
     c.env = ml_collections.ConfigDict()

@@ -254,7 +254,7 @@ class Sampler:
         self._segment_inits: dict[tuple[int, int], Any] = {}
         self._on_cpu = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform == "cpu"
         if decode_kernel:
-            _check_decode_kernel(self._on_cpu, cache_dtype)
+            _check_decode_kernel(self._on_cpu, cache_dtype, config)
         self.decode_kernel = decode_kernel
         self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
         row_mesh = mesh if mesh is not None and mesh.size == mesh.shape.get("data", 1) > 1 else None
@@ -470,12 +470,16 @@ class Sampler:
         return new_session, completions
 
 
-def _check_decode_kernel(on_cpu: bool, cache_dtype: Any) -> None:
+def _check_decode_kernel(on_cpu: bool, cache_dtype: Any, config: Any) -> None:
     """A clear error where the CPU decode kernel cannot serve this sampler."""
     if not on_cpu:
         raise ValueError("decode_kernel=True is for XLA:CPU devices; accelerators attend with XLA's own kernels")
     if jnp.dtype(cache_dtype or jnp.float32) != jnp.float32:
         raise ValueError(f"decode_kernel=True reads a float32 KV cache, got cache_dtype={jnp.dtype(cache_dtype)}")
+    group = config.num_heads // config.num_kv_heads
+    if group not in kernels.QUERY_HEADS_PER_KV_HEAD:
+        raise ValueError(f"decode_kernel=True serves {kernels.QUERY_HEADS_PER_KV_HEAD} query heads per kv head, "
+                         f"this model has {group}")
     kernels.segment_kernel_target()  # builds and registers it now, or raises KernelUnavailable saying why
 
 

@@ -364,5 +364,12 @@ def test_decode_kernel_continues_as_a_fresh_prefill(tiny_model, devices):
 
 
 def test_decode_kernel_refuses_what_it_cannot_serve(tiny_model):
+    from skillsd_jax.models import ModelConfig
+
     with pytest.raises(ValueError, match="float32 KV cache"):
         Sampler.for_model(tiny_model, cache_dtype=jnp.bfloat16, decode_kernel=True)
+    graphdef, _ = nnx.split(tiny_model)
+    three = ModelConfig(model_type="qwen3", vocab_size=40, hidden_size=48, intermediate_size=64, num_layers=1,
+                        num_heads=6, num_kv_heads=2, head_dim=8)
+    with pytest.raises(ValueError, match="query heads per kv head"):
+        Sampler(graphdef, three, decode_kernel=True)
