@@ -47,15 +47,12 @@ def read_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
 
     if megabytes < 1 or repeats < 1:
         raise ValueError(f"read probe needs megabytes >= 1 and repeats >= 1, got {megabytes}, {repeats}")
+    from benchmarks.shapes import best_of
+
     x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
     total = jax.jit(jnp.sum)
     total(x).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        total(x).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return x.nbytes / best / 1e9
+    return x.nbytes / best_of(lambda _: total(x).block_until_ready(), repeats) / 1e9
 
 
 def matmul_params_per_token(config: Any) -> int:

@@ -206,13 +206,13 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
     size = keys[0].shape[-1]
     last_query = jnp.max(cache.q_slot_BxT)
     for j, (k_seg, v_seg) in enumerate(zip(keys, values)):
-        slot = j * size + jnp.arange(size)
-        mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
         if cache.decode_kernel and t == 1:
             # Reads only each row's visible slots of the segment, every key and value once.
             compute = lambda k=k_seg, v=v_seg, j=j: segment_decode_attention(q[:, :, :, 0], k, v,
                                                                               cache.q_slot_BxT[:, 0] - j * size)
         else:
+            slot = j * size + jnp.arange(size)
+            mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
             compute = lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m)
         # Segments past every row's last query hold nothing any query may see: skip their reads.
         part = jax.lax.cond(j * size <= last_query, compute, lambda: _empty(b, kh, g, t, dh))
