@@ -1,5 +1,5 @@
-"""Builds `decode_attention.cc` into a shared library on first use, registers it with XLA as an FFI
-target, and wraps the call.
+"""Builds the CPU kernels (`decode_attention.cc`, `decode_matmul.cc`) into one shared library on first
+use, registers them with XLA as FFI targets, and wraps the calls.
 
 The library is compiled for this CPU (`-march=native`) into a per-user cache keyed by the source, the
 compiler flags, the jaxlib version (its FFI headers) and the CPU model, so a second process (or a run
@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("decode_attention.cc")
-TARGET = "skillsd_segment_decode_attention"
+SOURCES = (Path(__file__).with_name("decode_attention.cc"), Path(__file__).with_name("decode_matmul.cc"))
+# FFI target name -> the handler symbol the library exports.
+TARGETS = {"skillsd_decode_attention": "SkillsdDecodeAttention", "skillsd_rows_matmul": "SkillsdRowsMatmul"}
 QUERY_HEADS_PER_KV_HEAD = (1, 2, 4, 8)  # the kernel's compiled variants
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 
@@ -61,11 +63,11 @@ def _library_path(compiler: str) -> Path:
     import jaxlib
 
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(), jaxlib.__version__.encode(),
+    for part in (*(src.read_bytes() for src in SOURCES), " ".join(FLAGS).encode(), compiler.encode(), jaxlib.__version__.encode(),
                  _cpu_model().encode(), platform.machine().encode()):
         key.update(part)
         key.update(b"\0")
-    return _cache_dir() / f"decode_attention-{key.hexdigest()[:16]}.so"
+    return _cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
 
 
 def _build(compiler: str, out: Path) -> None:
@@ -74,25 +76,25 @@ def _build(compiler: str, out: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so.tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp_path)]
+        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", str(tmp_path)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise KernelUnavailable(f"cannot run the C++ compiler {compiler!r}: {e}") from e
         if done.returncode != 0:
-            raise KernelUnavailable(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+            raise KernelUnavailable(f"building {', '.join(src.name for src in SOURCES)} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
         os.replace(tmp_path, out)
-        log.info("built the CPU decode-attention kernel: %s", out)
+        log.info("built the CPU decode kernels: %s", out)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=1)
-def segment_kernel_target() -> str:
-    """Builds (or finds) and loads the library and registers its target once per process."""
+def register_cpu_kernels() -> tuple[str, ...]:
+    """Builds (or finds) and loads the library and registers its targets once per process; returns their names."""
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if not compiler:
-        raise KernelUnavailable("no C++ compiler found (set CXX, or install g++) to build the CPU decode kernel")
+        raise KernelUnavailable("no C++ compiler found (set CXX, or install g++) to build the CPU decode kernels")
     path = _library_path(compiler)
     if not path.exists():
         _build(compiler, path)
@@ -100,32 +102,53 @@ def segment_kernel_target() -> str:
         library = ctypes.cdll.LoadLibrary(str(path))
     except OSError as e:
         raise KernelUnavailable(f"cannot load {path}: {e}") from e
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SkillsdSegmentDecode), platform="cpu")
-    return TARGET
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
+    return tuple(TARGETS)
 
 
 def decode_kernel_available() -> bool:
-    """Whether the kernel can be used in this process (building it if needed); logs why not."""
+    """Whether the kernels can be used in this process (building them if needed); logs why not."""
     try:
-        segment_kernel_target()
+        register_cpu_kernels()
         return True
     except KernelUnavailable as e:
-        log.warning("CPU decode-attention kernel unavailable: %s", e)
+        log.warning("CPU decode kernels unavailable: %s", e)
         return False
 
 
-def segment_decode_attention(q_BxKxGxDh: jax.Array, keys_BxKxDhxS: jax.Array, values_BxKxSxDh: jax.Array,
-                             last_slot_B: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One query per row against one cache segment, slots `0..last_slot_B[b]` visible (clipped to the
-    segment; < 0: none): the running-softmax pieces (max `[B,K,G,1,1]`, exp-sum `[B,K,G,1,1]`, weighted
-    values `[B,K,G,1,Dh]`) of `kv_cache.segment_part` for a one-token chunk, float32 throughout."""
-    target = segment_kernel_target()
+def decode_attention(q_BxKxGxDh: jax.Array, q_slot_B: jax.Array, keys: Sequence[jax.Array],
+                     values: Sequence[jax.Array], prefix_keys_KxDhxP: jax.Array | None = None,
+                     prefix_values_KxPxDh: jax.Array | None = None,
+                     prefix_length: jax.Array | None = None) -> jax.Array:
+    """One query per row (the G query heads of each kv head) attending to the shared prefix (its first
+    `prefix_length` slots) and to its cache segments (`keys[j] [B,K,Dh,S]`, `values[j] [B,K,S,Dh]`),
+    slots `0..q_slot_B[b]` visible: the normalized output `[B,K,G,Dh]`, float32 (`decode_attention.cc`)."""
+    register_cpu_kernels()
     b, k, g, dh = q_BxKxGxDh.shape
-    if keys_BxKxDhxS.dtype != jnp.float32 or values_BxKxSxDh.dtype != jnp.float32:
+    if any(x.dtype != jnp.float32 for x in (*keys, *values)):
         raise ValueError("the CPU decode-attention kernel reads a float32 cache")
-    out = (jax.ShapeDtypeStruct((b, k, g), jnp.float32), jax.ShapeDtypeStruct((b, k, g), jnp.float32),
-           jax.ShapeDtypeStruct((b, k, g, dh), jnp.float32))
-    m, l, acc = jax.ffi.ffi_call(target, out, vmap_method="sequential")(
-        q_BxKxGxDh.astype(jnp.float32), keys_BxKxDhxS, values_BxKxSxDh, last_slot_B.astype(jnp.int32),
-        scale=np.float32(1.0 / np.sqrt(dh)))
-    return m[..., None, None], l[..., None, None], acc[:, :, :, None, :]
+    if prefix_keys_KxDhxP is None:
+        prefix_keys_KxDhxP = jnp.zeros((k, dh, 0), jnp.float32)
+        prefix_values_KxPxDh = jnp.zeros((k, 0, dh), jnp.float32)
+        prefix_length = jnp.int32(0)
+    call = jax.ffi.ffi_call("skillsd_decode_attention", jax.ShapeDtypeStruct((b, k, g, dh), jnp.float32),
+                            vmap_method="sequential")
+    return call(q_BxKxGxDh.astype(jnp.float32), q_slot_B.astype(jnp.int32), jnp.asarray(prefix_length, jnp.int32),
+                prefix_keys_KxDhxP.astype(jnp.float32), prefix_values_KxPxDh.astype(jnp.float32), *keys, *values,
+                scale=np.float32(1.0 / np.sqrt(dh)))
+
+
+def rows_matmul(x: jax.Array, w_KxN: jax.Array) -> jax.Array:
+    """`x @ w_KxN` (float32) for the few rows of a decode step (`x [..., K]`, all leading dims as rows),
+    reading `w_KxN` once in its own layout (`decode_matmul.cc`)."""
+    register_cpu_kernels()
+    if x.dtype != jnp.float32 or w_KxN.dtype != jnp.float32:
+        raise ValueError(f"the CPU decode matmul takes float32 operands, got {x.dtype} and {w_KxN.dtype}")
+    k, n = w_KxN.shape
+    if x.shape[-1] != k:
+        raise ValueError(f"the CPU decode matmul: x {x.shape} does not match w {w_KxN.shape}")
+    rows = x.reshape(-1, k)
+    out = jax.ffi.ffi_call("skillsd_rows_matmul", jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32),
+                           vmap_method="sequential")(rows, w_KxN)
+    return out.reshape(*x.shape[:-1], n)

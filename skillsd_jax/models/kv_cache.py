@@ -14,8 +14,9 @@ the filled part of the cache costs, not its capacity.
 A shared prefix (the instructions every episode of an environment starts with) is prefilled once
 and attended by every row without being copied into them.
 
-On XLA:CPU, `LayerCache.decode_kernel` routes a one-token chunk's attention to each segment through
-a hand-written kernel (`skillsd_jax.kernels`) that reads only each row's filled slots, each once.
+On XLA:CPU, `LayerCache.decode_kernel` routes a one-token chunk's attention (prefix and segments, one
+call a layer) through a hand-written kernel (`skillsd_jax.kernels`) that reads only each row's filled
+slots, each once.
 
 Shape suffixes as in `layers.py`; S = slots of one segment, P = prefix slots.
 """
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skillsd_jax.kernels import segment_decode_attention
+from skillsd_jax.kernels import decode_attention
 
 Array = jax.Array
 _NEG = jnp.finfo(jnp.float32).min
@@ -199,6 +200,11 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
     values = write_segments(cache.values, v_BxTxKxDh.transpose(0, 2, 1, 3), cache.q_slot_BxT, slot_axis=2)
     # [B, K, G, T, Dh]: the G query heads of a kv head attend together.
     q = q_BxTxHxDh.reshape(b, t, kh, g, dh).transpose(0, 2, 3, 1, 4)
+    if cache.decode_kernel and t == 1:
+        # Reads only each row's visible slots, every key and value once, all blocks in one call.
+        out = decode_attention(q[:, :, :, 0], cache.q_slot_BxT[:, 0], keys, values, cache.prefix_keys,
+                               cache.prefix_values, cache.prefix_length)
+        return out.astype(q_BxTxHxDh.dtype).reshape(b, 1, h, dh), keys, values
     state = _empty(b, kh, g, t, dh)
     if cache.prefix_keys is not None:
         valid_P = jnp.arange(cache.prefix_keys.shape[-1]) < cache.prefix_length
@@ -206,16 +212,11 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
     size = keys[0].shape[-1]
     last_query = jnp.max(cache.q_slot_BxT)
     for j, (k_seg, v_seg) in enumerate(zip(keys, values)):
-        if cache.decode_kernel and t == 1:
-            # Reads only each row's visible slots of the segment, every key and value once.
-            compute = lambda k=k_seg, v=v_seg, j=j: segment_decode_attention(q[:, :, :, 0], k, v,
-                                                                              cache.q_slot_BxT[:, 0] - j * size)
-        else:
-            slot = j * size + jnp.arange(size)
-            mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
-            compute = lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m)
+        slot = j * size + jnp.arange(size)
+        mask = jnp.broadcast_to((slot[None, None, :] <= cache.q_slot_BxT[:, :, None])[:, None], (b, g, t, size))
         # Segments past every row's last query hold nothing any query may see: skip their reads.
-        part = jax.lax.cond(j * size <= last_query, compute, lambda: _empty(b, kh, g, t, dh))
+        part = jax.lax.cond(j * size <= last_query, lambda k=k_seg, v=v_seg, m=mask: segment_part(q, k, v, m),
+                            lambda: _empty(b, kh, g, t, dh))
         state = _merge(state, part)
     _, l, acc = state
     out = acc / jnp.maximum(l, 1e-30)  # every real query sees at least its own slot: l >= 1 there

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from skillsd_jax.kernels import rows_matmul
+
 Array = jax.Array
 DType = Any
 
@@ -61,8 +63,11 @@ class Linear(nnx.Module):
                      if use_bias else None)
         self.dtype = dtype
 
-    def __call__(self, x: Array) -> Array:
-        y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    def __call__(self, x: Array, *, cpu_decode: bool = False) -> Array:
+        """`cpu_decode`: `x` holds the few rows of a sampler's decode step, multiplied by the CPU kernel
+        (`skillsd_jax.kernels.rows_matmul`; float32 only, no gradient)."""
+        product = rows_matmul if cpu_decode else matmul
+        y = product(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

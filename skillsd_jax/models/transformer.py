@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from skillsd_jax.models.config import ModelConfig
+from skillsd_jax.kernels import rows_matmul
 from skillsd_jax.models.kv_cache import KVCache, LayerCache, SharedPrefix, cached_attention
 from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, computed_once,
                                        normal_init, rope_cos_sin, rope_inv_freq)
@@ -41,9 +42,10 @@ class Attention(nnx.Module):
     def __call__(self, x_BxTxD: Array, cos: Array, sin: Array, mask_BxTxS: Array | None,
                  cache: LayerCache | None) -> tuple[Array, tuple | None]:
         b, t, _ = x_BxTxD.shape
-        q = self.q_proj(x_BxTxD).reshape(b, t, self.num_heads, self.head_dim)
-        k = self.k_proj(x_BxTxD).reshape(b, t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x_BxTxD).reshape(b, t, self.num_kv_heads, self.head_dim)
+        kern = _cpu_decode(cache, t)
+        q = self.q_proj(x_BxTxD, cpu_decode=kern).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x_BxTxD, cpu_decode=kern).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x_BxTxD, cpu_decode=kern).reshape(b, t, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -54,7 +56,7 @@ class Attention(nnx.Module):
             k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, K, Dh, T], [B, K, T, Dh]
             out = causal_blockwise_attention(q, k, v, mask_BxTxS)
             kv = None
-        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), kv
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim), cpu_decode=kern), kv
 
 
 class MLP(nnx.Module):
@@ -67,8 +69,9 @@ class MLP(nnx.Module):
         self.up_proj = Linear(d, f, axes=("embed", "mlp"), **kw)
         self.down_proj = Linear(f, d, axes=("mlp", "embed"), **kw)
 
-    def __call__(self, x: Array) -> Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    def __call__(self, x: Array, *, cpu_decode: bool = False) -> Array:
+        kw = dict(cpu_decode=cpu_decode)
+        return self.down_proj(jax.nn.silu(self.gate_proj(x, **kw)) * self.up_proj(x, **kw), **kw)
 
 
 class DecoderLayer(nnx.Module):
@@ -82,7 +85,12 @@ class DecoderLayer(nnx.Module):
     def __call__(self, x, cos, sin, mask, cache):
         attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), kv
+        return x + self.mlp(self.post_attention_layernorm(x), cpu_decode=_cpu_decode(cache, x.shape[1])), kv
+
+
+def _cpu_decode(cache: LayerCache | None, tokens: int) -> bool:
+    """Whether this is a sampler decode step (one token a row) whose products go through the CPU kernel."""
+    return cache is not None and cache.decode_kernel and tokens == 1
 
 
 def _apply_layer(layer: DecoderLayer, x, cos, sin, mask, cache):
@@ -132,11 +140,13 @@ class Transformer(nnx.Module):
         """The `[D, V]` output projection (the transposed input embedding when tied)."""
         return self.embed_tokens[...].T if self.lm_head is None else self.lm_head[...]
 
-    def logits_from_hidden(self, h_BxTxD: Array, unembedding: Array | None = None) -> Array:
+    def logits_from_hidden(self, h_BxTxD: Array, unembedding: Array | None = None, *, cpu_decode: bool = False) -> Array:
         """float32 logits; the matmul accumulates in float32 even for bfloat16 parameters. `unembedding`
         (the `[D, V]` matrix, e.g. a tied embedding transposed once for many decode steps) replaces
-        `self.unembedding()`."""
+        `self.unembedding()`; `cpu_decode` as in `Linear`."""
         w = (self.unembedding() if unembedding is None else unembedding).astype(self.dtype)
+        if cpu_decode:
+            return rows_matmul(h_BxTxD.astype(self.dtype), w)
         return jnp.einsum("btd,dv->btv", h_BxTxD.astype(self.dtype), w, preferred_element_type=jnp.float32)
 
     # ------------------------------------------------------------------ training / scoring forward
@@ -164,7 +174,8 @@ class Transformer(nnx.Module):
         With `logits_at [B]` only the logits of that chunk index per row are computed (`[B,V]`), saving
         the `[B,T,V]` head in prefill; `unembedding` as in `logits_from_hidden`. The cache must have room
         for every row's real tokens (padding past the capacity is dropped). `decode_kernel`: one-token
-        chunks attend to the cache through the CPU kernel (`skillsd_jax.kernels`).
+        chunks run on the CPU kernels (`skillsd_jax.kernels`): their attention to the cache and their
+        matrix products.
         """
         b, t = input_ids.shape
         q_slot = cache.lengths_B[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
@@ -177,7 +188,7 @@ class Transformer(nnx.Module):
         h, (k, v) = self._trunk(input_ids, offset + q_slot, None, layer_caches)
         if logits_at is not None:
             h = jnp.take_along_axis(h, logits_at[:, None, None].astype(jnp.int32), axis=1)
-            logits = self.logits_from_hidden(h, unembedding)[:, 0]
+            logits = self.logits_from_hidden(h, unembedding, cpu_decode=decode_kernel and t == 1)[:, 0]
         else:
             logits = self.logits_from_hidden(h, unembedding)
         lengths = cache.lengths_B + jnp.sum(token_valid, axis=1, dtype=jnp.int32)

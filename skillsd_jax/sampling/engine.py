@@ -480,7 +480,7 @@ def _check_decode_kernel(on_cpu: bool, cache_dtype: Any, config: Any) -> None:
     if group not in kernels.QUERY_HEADS_PER_KV_HEAD:
         raise ValueError(f"decode_kernel=True serves {kernels.QUERY_HEADS_PER_KV_HEAD} query heads per kv head, "
                          f"this model has {group}")
-    kernels.segment_kernel_target()  # builds and registers it now, or raises KernelUnavailable saying why
+    kernels.register_cpu_kernels()  # builds and registers them now, or raises KernelUnavailable saying why
 
 
 def _stop_arrays(sampling: SamplingParams) -> tuple[jax.Array, jax.Array, jax.Array]:

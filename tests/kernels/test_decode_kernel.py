@@ -1,8 +1,7 @@
-"""The CPU decode-attention kernel against the XLA segment step it replaces, and its build errors."""
+"""The CPU kernels against the XLA paths they replace (the sampler's cached attention, a decode step's
+matrix products), the garbage they must never read, and their build errors."""
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,61 +10,102 @@ import pytest
 
 from skillsd_jax import kernels
 from skillsd_jax.kernels import cpu_build
-from skillsd_jax.models.kv_cache import segment_part
+from skillsd_jax.models.kv_cache import LayerCache, cached_attention
 
 
 @pytest.fixture(scope="module")
 def built():
     if not kernels.decode_kernel_available():
-        pytest.skip("no C++ compiler here to build the CPU decode kernel")
+        pytest.skip("no C++ compiler here to build the CPU kernels")
 
 
-# Head sizes off the 8-lane and 64-dim blocks, slots off the 8-lane block, G = 1, 2, 4 and 8.
-@pytest.mark.parametrize("g,dh,slots", [(2, 64, 256), (1, 8, 16), (4, 36, 21), (8, 72, 40)])
-def test_kernel_equals_the_xla_segment_step(built, g, dh, slots):
+def _layer_cache(rng, b, kh, dh, segments, slots, lengths, t, prefix, kernel, garbage=0.0):
+    """A LayerCache over random segments whose row `i` holds `lengths[i]` tokens and appends `t` more;
+    `garbage` fills every slot past what a row will hold and the prefix's bucket padding."""
+    keys, values = [], []
+    for j in range(segments):
+        k = rng.normal(size=(b, kh, dh, slots)).astype(np.float32)
+        v = rng.normal(size=(b, kh, slots, dh)).astype(np.float32)
+        for i, n in enumerate(lengths):
+            past = np.clip(n + t - j * slots, 0, slots)  # slots of this segment past the row's end
+            k[i, :, :, past:] = garbage
+            v[i, :, past:, :] = garbage
+        keys.append(jnp.asarray(k))
+        values.append(jnp.asarray(v))
+    q_slot = jnp.asarray(np.asarray(lengths)[:, None] + np.arange(t)[None, :], jnp.int32)
+    pk = pv = plen = None
+    if prefix:
+        real, bucket = prefix
+        pk = rng.normal(size=(kh, dh, bucket)).astype(np.float32)
+        pv = rng.normal(size=(kh, bucket, dh)).astype(np.float32)
+        pk[:, :, real:] = garbage
+        pv[:, real:, :] = garbage
+        pk, pv, plen = jnp.asarray(pk), jnp.asarray(pv), jnp.int32(real)
+    return LayerCache(tuple(keys), tuple(values), q_slot, pk, pv, plen, kernel)
+
+
+# G = 1, 2, 4 and 8; head sizes off the 8-lane and 64-dim blocks; segments off the lane block; with and
+# without a shared prefix (whose bucket has padding); rows that hold nothing, part of a segment, a
+# segment's end, several segments.
+@pytest.mark.parametrize("g,dh,slots,prefix", [(2, 64, 256, (37, 48)), (1, 8, 16, None), (4, 36, 21, (5, 8)),
+                                               (8, 72, 40, (16, 16))])
+def test_decode_attention_equals_the_xla_path(built, g, dh, slots, prefix):
     rng = np.random.default_rng(g * 1000 + dh)
-    b, kh = 6, 2
-    q = jnp.asarray(rng.normal(size=(b, kh, g, 1, dh)), jnp.float32)
-    keys = jnp.asarray(rng.normal(size=(b, kh, dh, slots)), jnp.float32)
-    values = jnp.asarray(rng.normal(size=(b, kh, slots, dh)), jnp.float32)
-    # Rows that see nothing, one slot, part of the segment, all of it, and past its end.
-    last = jnp.asarray([-1, 0, slots // 3, slots - 2, slots - 1, slots + 7], jnp.int32)
-    mask = jnp.broadcast_to((jnp.arange(slots)[None, :] <= last[:, None])[:, None, None, :], (b, g, 1, slots))
-    want = jax.jit(segment_part)(q, keys, values, mask)
-    got = jax.jit(kernels.segment_decode_attention)(q[:, :, :, 0], keys, values, last)
-    for name, w, x in zip(("max", "exp-sum", "weighted values"), want, got):
-        assert x.shape == w.shape, name
-        np.testing.assert_allclose(np.asarray(x), np.asarray(w), rtol=2e-5, atol=2e-5, err_msg=name)
-    # The row that sees nothing carries the pieces of a fully masked block.
-    assert float(got[0][0].min()) == float(jnp.finfo(jnp.float32).min) and float(jnp.abs(got[1][0]).max()) == 0.0
+    b, kh, segments = 5, 2, 3
+    lengths = [0, 3, slots - 1, slots, 2 * slots + slots // 2]
+    q = jnp.asarray(rng.normal(size=(b, 1, kh * g, dh)), jnp.float32)
+    k_new = jnp.asarray(rng.normal(size=(b, 1, kh, dh)), jnp.float32)
+    v_new = jnp.asarray(rng.normal(size=(b, 1, kh, dh)), jnp.float32)
+
+    def attend(cache):  # the cache closed over: its `decode_kernel` flag is static
+        return jax.jit(lambda q, k, v: cached_attention(q, k, v, cache))(q, k_new, v_new)
+
+    want, want_k, want_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, 1,
+                                               prefix, kernel=False))
+    # The kernel sees NaN everywhere it must not read (past each row's new token, the prefix's padding).
+    got, got_k, got_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, 1,
+                                            prefix, kernel=True, garbage=np.nan))
+    assert got.shape == want.shape == (b, 1, kh * g, dh)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+    for i, n in enumerate(lengths):  # the new token was written at the row's slot, as the XLA path writes it
+        j, s = divmod(n, slots)
+        np.testing.assert_array_equal(np.asarray(got_k[j][i, :, :, s]), np.asarray(want_k[j][i, :, :, s]))
+        np.testing.assert_array_equal(np.asarray(got_v[j][i, :, s]), np.asarray(want_v[j][i, :, s]))
 
 
-def test_kernel_reads_only_visible_slots(built):
-    """Garbage (NaN) past a row's last visible slot must not reach its result: the kernel never reads it."""
-    rng = np.random.default_rng(3)
-    b, kh, g, dh, slots = 2, 1, 2, 16, 32
-    keys = rng.normal(size=(b, kh, dh, slots)).astype(np.float32)
-    values = rng.normal(size=(b, kh, slots, dh)).astype(np.float32)
-    keys[:, :, :, 10:] = np.nan
-    values[:, :, 10:, :] = np.nan
-    q = jnp.asarray(rng.normal(size=(b, kh, g, dh)), jnp.float32)
-    m, l, acc = kernels.segment_decode_attention(q, jnp.asarray(keys), jnp.asarray(values),
-                                                 jnp.asarray([9, 4], jnp.int32))
-    assert np.isfinite(np.asarray(acc)).all() and np.isfinite(np.asarray(l)).all()
-    scores = np.einsum("kgd,kds->kgs", np.asarray(q[1]), keys[1, :, :, :5]) / math.sqrt(dh)
-    np.testing.assert_allclose(np.asarray(m)[1, :, :, 0, 0], scores.max(-1), rtol=1e-5)
+@pytest.mark.parametrize("m,k,n", [(1, 5, 1), (3, 64, 47), (8, 256, 768), (9, 100, 48), (16, 33, 100),
+                                   (17, 256, 4096)])
+def test_rows_matmul_equals_numpy(built, m, k, n):
+    """Row blocks of 8 and their tails, column blocks of 48 and 16 and a scalar tail, any depth."""
+    rng = np.random.default_rng(m * 7 + n)
+    x = rng.normal(size=(m, k)).astype(np.float32)
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    got = np.asarray(jax.jit(kernels.rows_matmul)(jnp.asarray(x), jnp.asarray(w)))
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    lead = np.asarray(kernels.rows_matmul(jnp.asarray(x.reshape(m, 1, k)), jnp.asarray(w)))  # leading dims are rows
+    np.testing.assert_array_equal(lead.reshape(m, n), got)
+
+
+def test_kernels_refuse_what_they_cannot_take(built):
+    with pytest.raises(ValueError, match="float32 operands"):
+        kernels.rows_matmul(jnp.ones((2, 4), jnp.bfloat16), jnp.ones((4, 3), jnp.bfloat16))
+    with pytest.raises(ValueError, match="does not match"):
+        kernels.rows_matmul(jnp.ones((2, 4)), jnp.ones((5, 3)))
+    with pytest.raises(ValueError, match="float32 cache"):
+        kernels.decode_attention(jnp.ones((1, 1, 2, 8)), jnp.zeros((1,), jnp.int32),
+                                 (jnp.ones((1, 1, 8, 16), jnp.bfloat16),), (jnp.ones((1, 1, 16, 8), jnp.bfloat16),))
 
 
 @pytest.mark.parametrize("compiler,error", [("no-such-compiler", "cannot run the C\\+\\+ compiler"),
-                                            ("/bin/false", "building decode_attention.cc failed")])
+                                            ("/bin/false", "building decode_attention.cc, decode_matmul.cc failed")])
 def test_build_failures_are_clear_errors(monkeypatch, tmp_path, compiler, error):
     monkeypatch.setenv("CXX", compiler if compiler.startswith("/") else str(tmp_path / compiler))
     monkeypatch.setenv("SKILLSD_KERNEL_CACHE", str(tmp_path / "cache"))
-    cpu_build.segment_kernel_target.cache_clear()
+    cpu_build.register_cpu_kernels.cache_clear()
     try:
         with pytest.raises(kernels.KernelUnavailable, match=error):
-            cpu_build.segment_kernel_target()
+            cpu_build.register_cpu_kernels()
         assert not kernels.decode_kernel_available()
         assert not list((tmp_path / "cache").glob("*.so*"))  # no half-built library left behind
     finally:
-        cpu_build.segment_kernel_target.cache_clear()
+        cpu_build.register_cpu_kernels.cache_clear()
