@@ -2,7 +2,8 @@
 the machine's rates, built on first use with the system C++ compiler and called as XLA FFI custom calls."""
 
 from skillsd_jax.kernels.cpu_build import (QUERY_HEADS_PER_KV_HEAD, KernelUnavailable, decode_attention,
-                                           decode_kernel_available, register_cpu_kernels, rows_matmul)
+                                           decode_kernel_available, prefill_attention, register_cpu_kernels,
+                                           rows_matmul)
 
 __all__ = ["QUERY_HEADS_PER_KV_HEAD", "KernelUnavailable", "decode_attention", "decode_kernel_available",
-           "register_cpu_kernels", "rows_matmul"]
+           "prefill_attention", "register_cpu_kernels", "rows_matmul"]

@@ -1,5 +1,5 @@
-"""Builds the CPU kernels (`decode_attention.cc`, `decode_matmul.cc`) into one shared library on first
-use, registers them with XLA as FFI targets, and wraps the calls.
+"""Builds the CPU kernels (`decode_attention.cc`, `prefill_attention.cc`, `decode_matmul.cc`) into one
+shared library on first use, registers them with XLA as FFI targets, and wraps the calls.
 
 The library is compiled for this CPU (`-march=native`) into a per-user cache keyed by the source, the
 compiler flags, the jaxlib version (its FFI headers) and the CPU model, so a second process (or a run
@@ -27,9 +27,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SOURCES = (Path(__file__).with_name("decode_attention.cc"), Path(__file__).with_name("decode_matmul.cc"))
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "decode_attention.cc", _HERE / "decode_matmul.cc", _HERE / "prefill_attention.cc")
+HEADERS = (_HERE / "cpu_vectors.h", _HERE / "cache_args.h")
 # FFI target name -> the handler symbol the library exports.
-TARGETS = {"skillsd_decode_attention": "SkillsdDecodeAttention", "skillsd_rows_matmul": "SkillsdRowsMatmul"}
+TARGETS = {"skillsd_decode_attention": "SkillsdDecodeAttention", "skillsd_rows_matmul": "SkillsdRowsMatmul",
+           "skillsd_prefill_attention": "SkillsdPrefillAttention"}
 QUERY_HEADS_PER_KV_HEAD = (1, 2, 4, 8)  # the kernel's compiled variants
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 
@@ -63,7 +66,8 @@ def _library_path(compiler: str) -> Path:
     import jaxlib
 
     key = hashlib.sha256()
-    for part in (*(src.read_bytes() for src in SOURCES), " ".join(FLAGS).encode(), compiler.encode(), jaxlib.__version__.encode(),
+    sources = (src.read_bytes() for src in SOURCES + HEADERS)
+    for part in (*sources, " ".join(FLAGS).encode(), compiler.encode(), jaxlib.__version__.encode(),
                  _cpu_model().encode(), platform.machine().encode()):
         key.update(part)
         key.update(b"\0")
@@ -76,13 +80,15 @@ def _build(compiler: str, out: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".so.tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", str(tmp_path)]
+        cmd = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", f"-I{_HERE}", *map(str, SOURCES), "-o",
+               str(tmp_path)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise KernelUnavailable(f"cannot run the C++ compiler {compiler!r}: {e}") from e
         if done.returncode != 0:
-            raise KernelUnavailable(f"building {', '.join(src.name for src in SOURCES)} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+            names = ", ".join(src.name for src in SOURCES)
+            raise KernelUnavailable(f"building {names} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
         os.replace(tmp_path, out)
         log.info("built the CPU decode kernels: %s", out)
     finally:
@@ -117,6 +123,17 @@ def decode_kernel_available() -> bool:
         return False
 
 
+def _prefix_or_empty(k: int, dh: int, prefix_keys, prefix_values, prefix_length):
+    if prefix_keys is None:
+        return jnp.zeros((k, dh, 0), jnp.float32), jnp.zeros((k, 0, dh), jnp.float32), jnp.int32(0)
+    return prefix_keys.astype(jnp.float32), prefix_values.astype(jnp.float32), jnp.asarray(prefix_length, jnp.int32)
+
+
+def _check_cache(keys: Sequence[jax.Array], values: Sequence[jax.Array]) -> None:
+    if any(x.dtype != jnp.float32 for x in (*keys, *values)):
+        raise ValueError("the CPU attention kernels read a float32 cache")
+
+
 def decode_attention(q_BxKxGxDh: jax.Array, q_slot_B: jax.Array, keys: Sequence[jax.Array],
                      values: Sequence[jax.Array], prefix_keys_KxDhxP: jax.Array | None = None,
                      prefix_values_KxPxDh: jax.Array | None = None,
@@ -125,18 +142,29 @@ def decode_attention(q_BxKxGxDh: jax.Array, q_slot_B: jax.Array, keys: Sequence[
     `prefix_length` slots) and to its cache segments (`keys[j] [B,K,Dh,S]`, `values[j] [B,K,S,Dh]`),
     slots `0..q_slot_B[b]` visible: the normalized output `[B,K,G,Dh]`, float32 (`decode_attention.cc`)."""
     register_cpu_kernels()
+    _check_cache(keys, values)
     b, k, g, dh = q_BxKxGxDh.shape
-    if any(x.dtype != jnp.float32 for x in (*keys, *values)):
-        raise ValueError("the CPU decode-attention kernel reads a float32 cache")
-    if prefix_keys_KxDhxP is None:
-        prefix_keys_KxDhxP = jnp.zeros((k, dh, 0), jnp.float32)
-        prefix_values_KxPxDh = jnp.zeros((k, 0, dh), jnp.float32)
-        prefix_length = jnp.int32(0)
+    prefix = _prefix_or_empty(k, dh, prefix_keys_KxDhxP, prefix_values_KxPxDh, prefix_length)
     call = jax.ffi.ffi_call("skillsd_decode_attention", jax.ShapeDtypeStruct((b, k, g, dh), jnp.float32),
                             vmap_method="sequential")
-    return call(q_BxKxGxDh.astype(jnp.float32), q_slot_B.astype(jnp.int32), jnp.asarray(prefix_length, jnp.int32),
-                prefix_keys_KxDhxP.astype(jnp.float32), prefix_values_KxPxDh.astype(jnp.float32), *keys, *values,
-                scale=np.float32(1.0 / np.sqrt(dh)))
+    return call(q_BxKxGxDh.astype(jnp.float32), q_slot_B.astype(jnp.int32), prefix[2], prefix[0], prefix[1],
+                *keys, *values, scale=np.float32(1.0 / np.sqrt(dh)))
+
+
+def prefill_attention(q_BxKxGxTxDh: jax.Array, q_slot_BxT: jax.Array, keys: Sequence[jax.Array],
+                      values: Sequence[jax.Array], prefix_keys_KxDhxP: jax.Array | None = None,
+                      prefix_values_KxPxDh: jax.Array | None = None,
+                      prefix_length: jax.Array | None = None) -> jax.Array:
+    """`decode_attention` for a chunk of T tokens a row, token `t` of row `b` at slot `q_slot_BxT[b, t]`
+    seeing its row's slots up to its own: the normalized output `[B,K,G,T,Dh]` (`prefill_attention.cc`)."""
+    register_cpu_kernels()
+    _check_cache(keys, values)
+    b, k, g, t, dh = q_BxKxGxTxDh.shape
+    prefix = _prefix_or_empty(k, dh, prefix_keys_KxDhxP, prefix_values_KxPxDh, prefix_length)
+    call = jax.ffi.ffi_call("skillsd_prefill_attention", jax.ShapeDtypeStruct((b, k, g, t, dh), jnp.float32),
+                            vmap_method="sequential")
+    return call(q_BxKxGxTxDh.astype(jnp.float32), q_slot_BxT.astype(jnp.int32), prefix[2], prefix[0], prefix[1],
+                *keys, *values, scale=np.float32(1.0 / np.sqrt(dh)))
 
 
 def rows_matmul(x: jax.Array, w_KxN: jax.Array) -> jax.Array:

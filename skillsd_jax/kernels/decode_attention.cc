@@ -13,13 +13,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache_args.h"
+#include "cpu_vectors.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
-// Eight floats as one value (GCC/Clang vector extension: one AVX register, two SSE ones elsewhere);
-// aligned(4) lets it load from any float address.
-typedef float vf8 __attribute__((vector_size(32), aligned(4)));
 constexpr int64_t kLanes = 8;
 
 // Scores of the G query heads against keys [Dh][S] (row stride S), slots [0, n): key row by key row,
@@ -82,58 +81,6 @@ static void Weighted(const float* p, const float* vb, int64_t D, int64_t S, int6
   }
 }
 
-typedef int32_t vi8 __attribute__((vector_size(32)));
-
-// exp(x) for x <= 0, eight lanes: 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its
-// degree-6 Taylor polynomial (relative error ~2e-7); below -87 (where float exp underflows) 0.
-static inline vf8 ExpNonPositive(vf8 x) {
-  const vf8 floor_x = x * 0.0f - 87.0f;
-  const vi8 under = x < floor_x;
-  x = under ? floor_x : x;
-  const vi8 n = __builtin_convertvector(x * 1.44269504f - 0.5f, vi8);  // truncation = rounding for x <= 0
-  const vf8 nf = __builtin_convertvector(n, vf8);
-  const vf8 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2 in two parts
-  vf8 e = r * (1.0f / 720) + (1.0f / 120);
-  e = e * r + (1.0f / 24);
-  e = e * r + (1.0f / 6);
-  e = e * r + 0.5f;
-  e = e * r + 1.0f;
-  e = e * r + 1.0f;
-  const vi8 bits = (n + 127) << 23;
-  const vf8 two_n = reinterpret_cast<const vf8&>(bits);
-  const vf8 zero = x * 0.0f;
-  return under ? zero : e * two_n;
-}
-
-// Scales the scores of one query head over slots [0, n) and turns them into exp(score - max):
-// returns (max, sum of the exps).
-static inline void SoftmaxPieces(float* sg, int64_t n, float scale, float* m_out, float* l_out) {
-  float mx = -FLT_MAX;
-  int64_t s = 0;
-  if (n >= kLanes) {
-    vf8 vmax = *reinterpret_cast<const vf8*>(sg) * scale;
-    for (; s + kLanes <= n; s += kLanes) {
-      vf8* p = reinterpret_cast<vf8*>(sg + s);
-      *p = *p * scale;
-      vmax = *p > vmax ? *p : vmax;
-    }
-    for (int j = 0; j < kLanes; ++j) mx = std::max(mx, vmax[j]);
-  }
-  for (; s < n; ++s) { sg[s] *= scale; mx = std::max(mx, sg[s]); }
-  float sum = 0.0f;
-  vf8 vsum = {};
-  s = 0;
-  for (; s + kLanes <= n; s += kLanes) {
-    vf8* p = reinterpret_cast<vf8*>(sg + s);
-    *p = ExpNonPositive(*p - mx);
-    vsum += *p;
-  }
-  for (int j = 0; j < kLanes; ++j) sum += vsum[j];
-  for (; s < n; ++s) { sg[s] = std::exp(sg[s] - mx); sum += sg[s]; }
-  *m_out = mx;
-  *l_out = sum;
-}
-
 template <int G>
 static void OneHead(const float* qs, const float* kb, const float* vb, int64_t D, int64_t S, int64_t n,
                     float scale, float* scores, float* m, float* l, float* acc, const float* next_keys,
@@ -191,8 +138,8 @@ static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::
   auto qd = q.dimensions();  // [B, K, G, Dh]
   auto pk = prefix_keys.dimensions();
   auto pv = prefix_values.dimensions();
-  if (qd.size() != 4 || pk.size() != 3 || pv.size() != 3 || segments.size() % 2 != 0) {
-    return ffi::Error::InvalidArgument("decode attention: q must be rank 4, the prefix rank 3, segments paired");
+  if (qd.size() != 4 || pk.size() != 3 || pv.size() != 3) {
+    return ffi::Error::InvalidArgument("decode attention: q must be rank 4, the prefix rank 3");
   }
   const int64_t B = qd[0], K = qd[1], G = qd[2], D = qd[3], P = pk[2];
   if (pk[0] != K || pk[1] != D || pv[0] != K || pv[1] != P || pv[2] != D ||
@@ -202,22 +149,9 @@ static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::
   if (G != 1 && G != 2 && G != 4 && G != 8) {
     return ffi::Error::InvalidArgument("decode attention: query heads per kv head must be 1, 2, 4 or 8");
   }
-  const int64_t N = segments.size() / 2;
-  std::vector<const float*> seg_keys(N), seg_values(N);
-  int64_t S = 0;
-  for (int64_t j = 0; j < N; ++j) {
-    auto k = segments.get<ffi::Buffer<ffi::F32>>(j);
-    auto v = segments.get<ffi::Buffer<ffi::F32>>(N + j);
-    if (k.has_error() || v.has_error()) return ffi::Error::InvalidArgument("decode attention: segments must be float32");
-    auto kd = k->dimensions(), vd = v->dimensions();
-    if (j == 0) S = kd.size() == 4 ? kd[3] : -1;
-    if (kd.size() != 4 || vd.size() != 4 || kd[0] != B || kd[1] != K || kd[2] != D || kd[3] != S || vd[0] != B ||
-        vd[1] != K || vd[2] != S || vd[3] != D) {
-      return ffi::Error::InvalidArgument("decode attention: a segment's shape disagrees with q or the others");
-    }
-    seg_keys[j] = k->typed_data();
-    seg_values[j] = v->typed_data();
-  }
+  CacheSegments cache;
+  if (auto error = ReadSegments(segments, B, K, D, "decode attention", &cache); error.failure()) return error;
+  const int64_t N = static_cast<int64_t>(cache.keys.size()), S = cache.slots;
   const float* qp = q.typed_data();
   const int32_t* slot = q_slot.typed_data();
   const int64_t prefix_n = std::min<int64_t>(P, std::max<int64_t>(0, prefix_length.typed_data()[0]));
@@ -227,11 +161,13 @@ static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::
   // The blocks each (row, kv head) reads, in order; the first block of the next pair is prefetched.
   auto blocks_of = [&](int64_t b, int64_t h, std::vector<KeyBlock>& blocks) {
     blocks.clear();
-    if (prefix_n > 0) blocks.push_back({prefix_keys.typed_data() + h * D * P, prefix_values.typed_data() + h * P * D, P, prefix_n});
+    if (prefix_n > 0) {
+      blocks.push_back({prefix_keys.typed_data() + h * D * P, prefix_values.typed_data() + h * P * D, P, prefix_n});
+    }
     const int64_t visible = static_cast<int64_t>(slot[b]) + 1;
     for (int64_t j = 0; j < N && j * S < visible; ++j) {
       const int64_t off = (b * K + h) * D * S;
-      blocks.push_back({seg_keys[j] + off, seg_values[j] + off, S, std::min(S, visible - j * S)});
+      blocks.push_back({cache.keys[j] + off, cache.values[j] + off, S, std::min(S, visible - j * S)});
     }
   };
   std::vector<KeyBlock> blocks, next_blocks;

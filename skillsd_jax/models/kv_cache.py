@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skillsd_jax.kernels import decode_attention
+from skillsd_jax.kernels import decode_attention, prefill_attention
 
 Array = jax.Array
 _NEG = jnp.finfo(jnp.float32).min
@@ -205,6 +205,11 @@ def cached_attention(q_BxTxHxDh: Array, k_BxTxKxDh: Array, v_BxTxKxDh: Array,
         out = decode_attention(q[:, :, :, 0], cache.q_slot_BxT[:, 0], keys, values, cache.prefix_keys,
                                cache.prefix_values, cache.prefix_length)
         return out.astype(q_BxTxHxDh.dtype).reshape(b, 1, h, dh), keys, values
+    if cache.decode_kernel:
+        # Scores each query only against the slots it (or its block of eight) sees.
+        out = prefill_attention(q, cache.q_slot_BxT, keys, values, cache.prefix_keys, cache.prefix_values,
+                                cache.prefix_length)
+        return out.astype(q_BxTxHxDh.dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh), keys, values
     state = _empty(b, kh, g, t, dh)
     if cache.prefix_keys is not None:
         valid_P = jnp.arange(cache.prefix_keys.shape[-1]) < cache.prefix_length

@@ -140,7 +140,8 @@ class Transformer(nnx.Module):
         """The `[D, V]` output projection (the transposed input embedding when tied)."""
         return self.embed_tokens[...].T if self.lm_head is None else self.lm_head[...]
 
-    def logits_from_hidden(self, h_BxTxD: Array, unembedding: Array | None = None, *, cpu_decode: bool = False) -> Array:
+    def logits_from_hidden(self, h_BxTxD: Array, unembedding: Array | None = None, *,
+                           cpu_decode: bool = False) -> Array:
         """float32 logits; the matmul accumulates in float32 even for bfloat16 parameters. `unembedding`
         (the `[D, V]` matrix, e.g. a tied embedding transposed once for many decode steps) replaces
         `self.unembedding()`; `cpu_decode` as in `Linear`."""

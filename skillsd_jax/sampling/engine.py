@@ -136,10 +136,11 @@ class DecodeStatics:
 # ---------------------------------------------------------------------------- device programs
 
 
-def _prefill(graphdef, params, cache: KVCache, prefix: SharedPrefix | None, ids_BxC, valid_BxC):
+def _prefill(graphdef, params, cache: KVCache, prefix: SharedPrefix | None, ids_BxC, valid_BxC,
+             cpu_kernels: bool = False):
     model = nnx.merge(graphdef, params)
     last = jnp.maximum(jnp.sum(valid_BxC, axis=1, dtype=jnp.int32) - 1, 0)  # each row's last real token
-    return model.forward_chunk(ids_BxC, valid_BxC, cache, prefix, logits_at=last)
+    return model.forward_chunk(ids_BxC, valid_BxC, cache, prefix, logits_at=last, decode_kernel=cpu_kernels)
 
 
 def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: SharedPrefix | None,
@@ -195,7 +196,7 @@ def _initial_state(logits_BxV, cache: KVCache, active_B, max_new: int, lmax: int
 def _turn_rows(graphdef, params, cache, prefix, ids_BxC, valid_BxC, inputs: DecodeInputs, uniforms_NxB,
                statics: DecodeStatics):
     """One turn of some rows: append the chunk, then sample. Returns (tokens, logprobs, counts, reasons, cache)."""
-    logits, cache = _prefill(graphdef, params, cache, prefix, ids_BxC, valid_BxC)
+    logits, cache = _prefill(graphdef, params, cache, prefix, ids_BxC, valid_BxC, statics.decode_kernel)
     state = _initial_state(logits, cache, jnp.any(valid_BxC, axis=1), statics.max_new, inputs.stop_seqs_QxL.shape[1])
     state = _decode(graphdef, params, state, inputs, prefix, statics, uniforms_NxB)
     lmax = inputs.stop_seqs_QxL.shape[1]
@@ -256,7 +257,7 @@ class Sampler:
         if decode_kernel:
             _check_decode_kernel(self._on_cpu, cache_dtype, config)
         self.decode_kernel = decode_kernel
-        self._prefill_only = jax.jit(_prefill, static_argnums=0, donate_argnums=2)
+        self._prefill_only = jax.jit(_prefill, static_argnums=(0, 6), donate_argnums=2)
         row_mesh = mesh if mesh is not None and mesh.size == mesh.shape.get("data", 1) > 1 else None
         self._turn_program = jax.jit(functools.partial(_prefill_and_decode, row_mesh=row_mesh),
                                      static_argnums=(0, 7), donate_argnums=2)
@@ -347,7 +348,7 @@ class Sampler:
         valid[:, :len(tokens)] = True
         self._note_program(("prefix_prefill", b, p))
         _, cache = self._prefill_only(self.graphdef, params, self._new_cache(b, p, p), None, self._put(ids),
-                                      self._put(valid))
+                                      self._put(valid), self.decode_kernel)
         self.work.add_prefill(np.zeros(1), np.asarray([len(tokens)]))
         shared = SharedPrefix(keys=tuple(k[0][0] for k in cache.keys), values=tuple(v[0][0] for v in cache.values),
                               length=jnp.int32(len(tokens)))

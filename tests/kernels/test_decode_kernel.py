@@ -47,28 +47,30 @@ def _layer_cache(rng, b, kh, dh, segments, slots, lengths, t, prefix, kernel, ga
 # G = 1, 2, 4 and 8; head sizes off the 8-lane and 64-dim blocks; segments off the lane block; with and
 # without a shared prefix (whose bucket has padding); rows that hold nothing, part of a segment, a
 # segment's end, several segments.
-@pytest.mark.parametrize("g,dh,slots,prefix", [(2, 64, 256, (37, 48)), (1, 8, 16, None), (4, 36, 21, (5, 8)),
-                                               (8, 72, 40, (16, 16))])
-def test_decode_attention_equals_the_xla_path(built, g, dh, slots, prefix):
-    rng = np.random.default_rng(g * 1000 + dh)
-    b, kh, segments = 5, 2, 3
+# A decode step (T = 1) and prefill chunks that cross segment boundaries (T = 5, 19).
+@pytest.mark.parametrize("g,dh,slots,prefix,t", [(2, 64, 256, (37, 48), 1), (1, 8, 16, None, 1), (4, 36, 21, (5, 8), 1),
+                                                 (8, 72, 40, (16, 16), 1), (2, 64, 256, (37, 48), 19),
+                                                 (1, 8, 16, None, 5), (4, 36, 21, (5, 8), 19), (8, 72, 40, None, 5)])
+def test_attention_kernels_equal_the_xla_path(built, g, dh, slots, prefix, t):
+    rng = np.random.default_rng(g * 1000 + dh + t)
+    b, kh, segments = 5, 2, 4
     lengths = [0, 3, slots - 1, slots, 2 * slots + slots // 2]
-    q = jnp.asarray(rng.normal(size=(b, 1, kh * g, dh)), jnp.float32)
-    k_new = jnp.asarray(rng.normal(size=(b, 1, kh, dh)), jnp.float32)
-    v_new = jnp.asarray(rng.normal(size=(b, 1, kh, dh)), jnp.float32)
+    q = jnp.asarray(rng.normal(size=(b, t, kh * g, dh)), jnp.float32)
+    k_new = jnp.asarray(rng.normal(size=(b, t, kh, dh)), jnp.float32)
+    v_new = jnp.asarray(rng.normal(size=(b, t, kh, dh)), jnp.float32)
 
     def attend(cache):  # the cache closed over: its `decode_kernel` flag is static
         return jax.jit(lambda q, k, v: cached_attention(q, k, v, cache))(q, k_new, v_new)
 
-    want, want_k, want_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, 1,
+    want, want_k, want_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, t,
                                                prefix, kernel=False))
-    # The kernel sees NaN everywhere it must not read (past each row's new token, the prefix's padding).
-    got, got_k, got_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, 1,
+    # The kernel sees NaN everywhere it must not read (past each row's new tokens, the prefix's padding).
+    got, got_k, got_v = attend(_layer_cache(np.random.default_rng(1), b, kh, dh, segments, slots, lengths, t,
                                             prefix, kernel=True, garbage=np.nan))
-    assert got.shape == want.shape == (b, 1, kh * g, dh)
+    assert got.shape == want.shape == (b, t, kh * g, dh)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
-    for i, n in enumerate(lengths):  # the new token was written at the row's slot, as the XLA path writes it
-        j, s = divmod(n, slots)
+    for i, n in enumerate(lengths):  # the new tokens were written at the row's slots, as the XLA path writes them
+        j, s = divmod(n + t - 1, slots)
         np.testing.assert_array_equal(np.asarray(got_k[j][i, :, :, s]), np.asarray(want_k[j][i, :, :, s]))
         np.testing.assert_array_equal(np.asarray(got_v[j][i, :, s]), np.asarray(want_v[j][i, :, s]))
 
@@ -96,8 +98,9 @@ def test_kernels_refuse_what_they_cannot_take(built):
                                  (jnp.ones((1, 1, 8, 16), jnp.bfloat16),), (jnp.ones((1, 1, 16, 8), jnp.bfloat16),))
 
 
-@pytest.mark.parametrize("compiler,error", [("no-such-compiler", "cannot run the C\\+\\+ compiler"),
-                                            ("/bin/false", "building decode_attention.cc, decode_matmul.cc failed")])
+@pytest.mark.parametrize("compiler,error", [
+    ("no-such-compiler", "cannot run the C\\+\\+ compiler"),
+    ("/bin/false", "building decode_attention.cc, decode_matmul.cc, prefill_attention.cc failed")])
 def test_build_failures_are_clear_errors(monkeypatch, tmp_path, compiler, error):
     monkeypatch.setenv("CXX", compiler if compiler.startswith("/") else str(tmp_path / compiler))
     monkeypatch.setenv("SKILLSD_KERNEL_CACHE", str(tmp_path / "cache"))
