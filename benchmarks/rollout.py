@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--segment-slots", type=int, default=None,
                     help="--synthetic: the KV cache's growth and skip unit (slots a segment; default: the sampler's)")
     ap.add_argument("--decode-kernel", action="store_true",
-                    help="decode steps attend through the CPU kernel (Sampler(decode_kernel=True))")
+                    help="the sampler's CPU kernels: attention, decode products (Sampler(decode_kernel=True))")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     load_start = host_load()

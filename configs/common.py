@@ -48,9 +48,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 2 cores an iteration of the Sokoban job runs ~20% faster with 0 (README, rollout section), and
     # configs/sokoban.py uses 2. 1 keeps one device (another split changes the numerics).
     c.cpu_devices = 1
-    # CPU only: decode steps attend to the KV cache through a hand-written kernel (skillsd_jax/kernels,
-    # built with the system C++ compiler on first use): 3-11% less sampler time in the rollout benchmark
-    # on 2 cores (README, rollout section); it changes sampled tokens in their last bits, so off by default.
+    # CPU only: the sampler's hand-written kernels (skillsd_jax/kernels, built with the system C++ compiler
+    # on first use) for the attention of every chunk and a decode step's products: ~20-25% less sampler
+    # time in the rollout benchmark on 2 cores (README, rollout section); they change sampled tokens in
+    # their last bits (the recorded runs would not reproduce), so off by default.
     c.cpu_decode_kernel = False
 
     c.env = ml_collections.ConfigDict()

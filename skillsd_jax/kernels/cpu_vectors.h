@@ -11,26 +11,27 @@
 // several narrower ones); aligned(4) lets them load from any float address.
 typedef float vf8 __attribute__((vector_size(32), aligned(4)));
 typedef float vf16 __attribute__((vector_size(64), aligned(4)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
 
-// exp(x) for x <= 0, eight lanes: 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+// exp(x) for x <= 0, sixteen lanes: 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its
 // degree-6 Taylor polynomial (relative error ~2e-7); below -87 (where float exp underflows) 0.
-static inline vf8 ExpNonPositive(vf8 x) {
-  const vf8 floor_x = x * 0.0f - 87.0f;
-  const vi8 under = x < floor_x;
+static inline vf16 ExpNonPositive(vf16 x) {
+  const vf16 floor_x = x * 0.0f - 87.0f;
+  const vi16 under = x < floor_x;
   x = under ? floor_x : x;
-  const vi8 n = __builtin_convertvector(x * 1.44269504f - 0.5f, vi8);  // truncation = rounding for x <= 0
-  const vf8 nf = __builtin_convertvector(n, vf8);
-  const vf8 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2 in two parts
-  vf8 e = r * (1.0f / 720) + (1.0f / 120);
+  const vi16 n = __builtin_convertvector(x * 1.44269504f - 0.5f, vi16);  // truncation = rounding for x <= 0
+  const vf16 nf = __builtin_convertvector(n, vf16);
+  const vf16 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2 in two parts
+  vf16 e = r * (1.0f / 720) + (1.0f / 120);
   e = e * r + (1.0f / 24);
   e = e * r + (1.0f / 6);
   e = e * r + 0.5f;
   e = e * r + 1.0f;
   e = e * r + 1.0f;
-  const vi8 bits = (n + 127) << 23;
-  const vf8 two_n = reinterpret_cast<const vf8&>(bits);
-  const vf8 zero = x * 0.0f;
+  const vi16 bits = (n + 127) << 23;
+  const vf16 two_n = reinterpret_cast<const vf16&>(bits);
+  const vf16 zero = x * 0.0f;
   return under ? zero : e * two_n;
 }
 
@@ -39,25 +40,25 @@ static inline vf8 ExpNonPositive(vf8 x) {
 static inline void SoftmaxPieces(float* sg, int64_t n, float scale, float* m_out, float* l_out) {
   float mx = -FLT_MAX;
   int64_t s = 0;
-  if (n >= 8) {
-    vf8 vmax = *reinterpret_cast<const vf8*>(sg) * scale;
-    for (; s + 8 <= n; s += 8) {
-      vf8* p = reinterpret_cast<vf8*>(sg + s);
+  if (n >= 16) {
+    vf16 vmax = *reinterpret_cast<const vf16*>(sg) * scale;
+    for (; s + 16 <= n; s += 16) {
+      vf16* p = reinterpret_cast<vf16*>(sg + s);
       *p = *p * scale;
       vmax = *p > vmax ? *p : vmax;
     }
-    for (int j = 0; j < 8; ++j) mx = std::max(mx, vmax[j]);
+    for (int j = 0; j < 16; ++j) mx = std::max(mx, vmax[j]);
   }
   for (; s < n; ++s) { sg[s] *= scale; mx = std::max(mx, sg[s]); }
   float sum = 0.0f;
-  vf8 vsum = {};
+  vf16 vsum = {};
   s = 0;
-  for (; s + 8 <= n; s += 8) {
-    vf8* p = reinterpret_cast<vf8*>(sg + s);
+  for (; s + 16 <= n; s += 16) {
+    vf16* p = reinterpret_cast<vf16*>(sg + s);
     *p = ExpNonPositive(*p - mx);
     vsum += *p;
   }
-  for (int j = 0; j < 8; ++j) sum += vsum[j];
+  for (int j = 0; j < 16; ++j) sum += vsum[j];
   for (; s < n; ++s) { sg[s] = std::exp(sg[s] - mx); sum += sg[s]; }
   *m_out = mx;
   *l_out = sum;

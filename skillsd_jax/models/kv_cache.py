@@ -14,9 +14,8 @@ the filled part of the cache costs, not its capacity.
 A shared prefix (the instructions every episode of an environment starts with) is prefilled once
 and attended by every row without being copied into them.
 
-On XLA:CPU, `LayerCache.decode_kernel` routes a one-token chunk's attention (prefix and segments, one
-call a layer) through a hand-written kernel (`skillsd_jax.kernels`) that reads only each row's filled
-slots, each once.
+On XLA:CPU, `LayerCache.decode_kernel` routes a chunk's attention (prefix and segments, one call a
+layer) through hand-written kernels (`skillsd_jax.kernels`) that read only the slots each query sees.
 
 Shape suffixes as in `layers.py`; S = slots of one segment, P = prefix slots.
 """
@@ -113,7 +112,7 @@ class LayerCache(NamedTuple):
     prefix_keys: Array | None
     prefix_values: Array | None
     prefix_length: Array | None
-    decode_kernel: bool = False  # one-token chunks attend through the CPU kernel (`skillsd_jax.kernels`)
+    decode_kernel: bool = False  # attend through the CPU kernels (`skillsd_jax.kernels`), any chunk size
 
 
 def write_segments(segments: tuple[Array, ...], new: Array, slot_BxT: Array, slot_axis: int) -> tuple[Array, ...]:

@@ -130,7 +130,7 @@ class DecodeStatics:
     top_k: int
     use_top_p: bool
     transpose_head: bool = False  # a tied head transposed once per call (CPU: see _decode)
-    decode_kernel: bool = False  # decode steps attend through the CPU kernel (Sampler(decode_kernel=True))
+    decode_kernel: bool = False  # the CPU kernels (Sampler(decode_kernel=True)): attention, decode products
 
 
 # ---------------------------------------------------------------------------- device programs
@@ -232,9 +232,11 @@ class Sampler:
 
     `cache_dtype` stores keys/values in another dtype than the compute (e.g. bfloat16 with float32
     compute: half the cache memory and reads); `segment_slots` is the cache's growth and skip unit.
-    `decode_kernel` (XLA:CPU, float32 cache): decode steps attend to the cache through a hand-written
-    kernel (`skillsd_jax.kernels`, built on first use) that reads only each row's filled slots, each
-    once; its float results differ from the XLA products' in the last bits, so sampled tokens can too.
+    `decode_kernel` (XLA:CPU, float32 model and cache): the sampler's hand-written CPU kernels
+    (`skillsd_jax.kernels`, built on first use): every chunk's attention to the cache reads only the
+    slots each query sees (a decode step's in one call a layer), and a decode step's matrix products
+    read the weights in place; their float results differ from XLA's in the last bits, so sampled
+    tokens can too.
     """
 
     def __init__(self, graphdef: Any, config: Any, *, mesh: Mesh | None = None, cache_dtype: Any = None,
@@ -267,6 +269,8 @@ class Sampler:
         """A Sampler for `model` and its parameters (`nnx.split`), placed on `mesh` when one is given."""
         graphdef, params = nnx.split(model)
         dtype = kwargs.pop("cache_dtype", None) or model.dtype
+        if kwargs.get("decode_kernel") and jnp.dtype(model.dtype) != jnp.float32:
+            raise ValueError(f"decode_kernel=True computes in float32, this model in {jnp.dtype(model.dtype)}")
         if mesh is not None:
             params = shd.shard_state(params, mesh)
         return cls(graphdef, model.config, mesh=mesh, cache_dtype=dtype, **kwargs), params

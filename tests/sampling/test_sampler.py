@@ -13,7 +13,7 @@ from flax import nnx
 from scipy import stats
 
 from skillsd_jax import sharding as shd
-from skillsd_jax.models import KVCache
+from skillsd_jax.models import KVCache, Transformer
 from skillsd_jax.models.kv_cache import zero_segments
 from skillsd_jax.sampling import Sampler, SamplingParams, generate
 from skillsd_jax.sampling.filters import filter_logits, sample_tokens
@@ -368,6 +368,9 @@ def test_decode_kernel_refuses_what_it_cannot_serve(tiny_model):
 
     with pytest.raises(ValueError, match="float32 KV cache"):
         Sampler.for_model(tiny_model, cache_dtype=jnp.bfloat16, decode_kernel=True)
+    bf16 = Transformer(tiny_model.config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="computes in float32"):
+        Sampler.for_model(bf16, cache_dtype=jnp.float32, decode_kernel=True)
     graphdef, _ = nnx.split(tiny_model)
     three = ModelConfig(model_type="qwen3", vocab_size=40, hidden_size=48, intermediate_size=64, num_layers=1,
                         num_heads=6, num_kv_heads=2, head_dim=8)
