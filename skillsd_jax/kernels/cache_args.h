@@ -1,5 +1,6 @@
-// The KV-cache arguments the attention kernels share: N segments' keys [B, K, Dh, S] each, then their
-// values [B, K, S, Dh] each, passed as the call's remaining arguments.
+// The arguments the attention kernels share: q, each query's slot, the shared prefix (its visible
+// length, keys [K, Dh, P], values [K, P, Dh]), then N segments' keys [B, K, Dh, S] each and their
+// values [B, K, S, Dh] each as the call's remaining arguments; the result; the softmax scale.
 #pragma once
 
 #include <cstdint>
@@ -41,4 +42,19 @@ static inline xla::ffi::Error ReadSegments(xla::ffi::RemainingArgs args, int64_t
     out->values[j] = v->typed_data();
   }
   return ffi::Error::Success();
+}
+
+// The FFI binding of those arguments: q (float32), q_slot (int32), prefix_length (int32), prefix keys,
+// prefix values, the segments; one float32 result; the `scale` attribute.
+static inline auto AttentionBinding() {
+  namespace ffi = xla::ffi;
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::S32>>()
+      .Arg<ffi::Buffer<ffi::S32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .RemainingArgs()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<float>("scale");
 }

@@ -72,12 +72,8 @@ static void Weighted(const float* p, const float* vb, int64_t D, int64_t S, int6
     for (int g = 0; g < G; ++g)
       for (int64_t j = 0; j < kDimVecs; ++j) *reinterpret_cast<vf8*>(acc + g * D + d0 + j * kLanes) = a[g][j];
   }
-  for (int64_t d = d0; d < D; ++d) {  // a head size that is not a multiple of the block
-    for (int g = 0; g < G; ++g) {
-      float a = 0.0f;
-      for (int64_t s = 0; s < n; ++s) a += p[g * S + s] * vb[s * D + d];
-      acc[g * D + d] = a;
-    }
+  if (d0 < D) {  // the dims past the last 64-block (all of them at a 32-wide head): the shared product
+    rows_product::Product(p, S, G, n, vb + d0, D, D - d0, acc + d0, D, false);
   }
 }
 
@@ -194,12 +190,4 @@ static ffi::Error DecodeAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SkillsdDecodeAttention, DecodeAttentionImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale"));
+                              AttentionBinding());

@@ -107,12 +107,4 @@ static ffi::Error PrefillAttentionImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi:
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SkillsdPrefillAttention, PrefillAttentionImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .RemainingArgs()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale"));
+                              AttentionBinding());
