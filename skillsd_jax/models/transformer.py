@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skillsd_jax.models.config import ModelConfig
 from skillsd_jax.kernels import rows_matmul
+from skillsd_jax.models.config import ModelConfig
 from skillsd_jax.models.kv_cache import KVCache, LayerCache, SharedPrefix, cached_attention
 from skillsd_jax.models.layers import (Linear, RMSNorm, apply_rope, causal_blockwise_attention, computed_once,
                                        normal_init, rope_cos_sin, rope_inv_freq)
