@@ -174,8 +174,8 @@ class Transformer(nnx.Module):
 
         With `logits_at [B]` only the logits of that chunk index per row are computed (`[B,V]`), saving
         the `[B,T,V]` head in prefill; `unembedding` as in `logits_from_hidden`. The cache must have room
-        for every row's real tokens (padding past the capacity is dropped). `decode_kernel`: one-token
-        chunks run on the CPU kernels (`skillsd_jax.kernels`): their attention to the cache and their
+        for every row's real tokens (padding past the capacity is dropped). `decode_kernel`: the CPU
+        kernels (`skillsd_jax.kernels`) run every chunk's attention to the cache and a one-token chunk's
         matrix products.
         """
         b, t = input_ids.shape

@@ -137,10 +137,10 @@ class DecodeStatics:
 
 
 def _prefill(graphdef, params, cache: KVCache, prefix: SharedPrefix | None, ids_BxC, valid_BxC,
-             cpu_kernels: bool = False):
+             decode_kernel: bool = False):
     model = nnx.merge(graphdef, params)
     last = jnp.maximum(jnp.sum(valid_BxC, axis=1, dtype=jnp.int32) - 1, 0)  # each row's last real token
-    return model.forward_chunk(ids_BxC, valid_BxC, cache, prefix, logits_at=last, decode_kernel=cpu_kernels)
+    return model.forward_chunk(ids_BxC, valid_BxC, cache, prefix, logits_at=last, decode_kernel=decode_kernel)
 
 
 def _decode(graphdef, params, state: DecodeState, inputs: DecodeInputs, prefix: SharedPrefix | None,
@@ -476,7 +476,7 @@ class Sampler:
 
 
 def _check_decode_kernel(on_cpu: bool, cache_dtype: Any, config: Any) -> None:
-    """A clear error where the CPU decode kernel cannot serve this sampler."""
+    """A clear error where the CPU kernels cannot serve this sampler."""
     if not on_cpu:
         raise ValueError("decode_kernel=True is for XLA:CPU devices; accelerators attend with XLA's own kernels")
     if jnp.dtype(cache_dtype or jnp.float32) != jnp.float32:
